@@ -1,0 +1,1 @@
+// Carries the precompiled torch header for every target (REUSE_FROM).
