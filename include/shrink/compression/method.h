@@ -95,13 +95,20 @@ Registry<MethodFactory>& method_registry();
 /// Builds `compression[i]`: common keys, then the method's own options.
 MethodPtr build_method(const ConfigNode& entry);
 
+/// The registry entry for a method class C: `C::Options`, `static OptionSchema<Options> schema()`,
+/// and a constructor `C(MethodSpec, Options)`.
+template <class C>
+Registry<MethodFactory>::Entry method_entry(const std::string& name, const std::string& description) {
+  return {name, description,
+          [](const MethodSpec& spec, const ConfigNode& node) -> MethodPtr {
+            return std::make_unique<C>(spec, C::schema().parse(node, common_method_keys()));
+          },
+          C::schema().docs()};
+}
+
 template <class C>
 bool register_method(const std::string& name, const std::string& description) {
-  method_registry().add({name, description,
-                         [](const MethodSpec& spec, const ConfigNode& node) -> MethodPtr {
-                           return std::make_unique<C>(spec, C::schema().parse(node, common_method_keys()));
-                         },
-                         C::schema().docs()});
+  method_registry().add(method_entry<C>(name, description));
   return true;
 }
 

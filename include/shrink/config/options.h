@@ -82,7 +82,17 @@ class OptionSchema {
   }
 
   /// Lower bound only (inclusive).
-  OptionSchema& min(double lo) { return range(lo, std::numeric_limits<double>::infinity()); }
+  OptionSchema& min(double lo) {
+    auto& opt = options_.back();
+    auto previous = opt.parse;
+    opt.parse = [previous, lo](const ConfigNode& node, T& out) {
+      previous(node, out);
+      if (node.as<double>() < lo)
+        node.fail("must be >= " + detail::format_value(lo) + " (got " + node.text() + ")");
+    };
+    opt.doc.help += " At least " + detail::format_value(lo) + ".";
+    return *this;
+  }
 
   /// Allowed values of the last string option added.
   OptionSchema& choices(const std::vector<std::string>& allowed) {

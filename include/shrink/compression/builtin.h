@@ -1,0 +1,27 @@
+#pragma once
+// Built-in compression methods, registered explicitly when the method registry is first used.
+#include "shrink/compression/method.h"
+
+namespace shrink {
+
+/// L1 penalty strength * sum |w| on the targeted parameters, applied as its (sub)gradient
+/// strength * sign(w) after backward, so no autograd graph is built for it.
+class L1Regularization : public CompressionMethod {
+ public:
+  struct Options {
+    double strength = 1e-4;  ///< coefficient of sum |w|
+  };
+  static OptionSchema<Options> schema();
+  L1Regularization(MethodSpec spec, Options options);
+  void on_before_optimizer_step(TrainContext& ctx) override;
+  void on_epoch_end(TrainContext& ctx) override;
+
+ private:
+  Options options_;
+};
+
+namespace detail {
+void register_builtin_methods(Registry<MethodFactory>& registry);
+}
+
+}  // namespace shrink

@@ -1,0 +1,67 @@
+#pragma once
+// shrink::nn::Conv2d: 2-d convolution like torch::nn::Conv2d (same options for zero padding,
+// parameter names and default initialization), plus the cost it reports for `shrink summary`.
+#include <torch/torch.h>
+
+#include "shrink/nn/layer.h"
+
+namespace shrink::nn {
+
+/// Options for `Conv2d`. Padding is numeric (zeros); padding modes are not supported.
+///
+/// Example:
+/// ```
+/// shrink::nn::Conv2d conv(shrink::nn::Conv2dOptions(1, 20, 5).stride(1).padding(2));
+/// ```
+struct Conv2dOptions {
+  Conv2dOptions(int64_t in_channels, int64_t out_channels, torch::ExpandingArray<2> kernel_size)
+      : in_channels_(in_channels), out_channels_(out_channels), kernel_size_(kernel_size) {}
+  /// number of channels of the input
+  TORCH_ARG(int64_t, in_channels);
+  /// number of channels produced by the convolution
+  TORCH_ARG(int64_t, out_channels);
+  /// size of the kernel (one value or {h, w})
+  TORCH_ARG(torch::ExpandingArray<2>, kernel_size);
+  /// stride of the convolution. Default: 1
+  TORCH_ARG(torch::ExpandingArray<2>, stride) = 1;
+  /// zeros added to both sides of each spatial dimension. Default: 0
+  TORCH_ARG(torch::ExpandingArray<2>, padding) = 0;
+  /// spacing between kernel elements. Default: 1
+  TORCH_ARG(torch::ExpandingArray<2>, dilation) = 1;
+  /// number of blocked connections from input to output channels; must divide both. Default: 1
+  TORCH_ARG(int64_t, groups) = 1;
+  /// If false, the layer learns no additive bias. Default: true
+  TORCH_ARG(bool, bias) = true;
+};
+
+class Conv2dImpl : public torch::nn::Cloneable<Conv2dImpl>, public CostedLayer {
+ public:
+  Conv2dImpl(int64_t in_channels, int64_t out_channels, torch::ExpandingArray<2> kernel_size)
+      : Conv2dImpl(Conv2dOptions(in_channels, out_channels, kernel_size)) {}
+  explicit Conv2dImpl(const Conv2dOptions& options);
+
+  /// Registers `weight` [out, in / groups, kh, kw] and `bias` [out] (when enabled) and
+  /// initializes them.
+  void reset() override;
+  /// Same initialization and generator order as torch::nn::Conv2d.
+  void reset_parameters();
+
+  /// Input [N, C, H, W] (or unbatched [C, H, W]) -> [N, out_channels, H', W'].
+  torch::Tensor forward(const torch::Tensor& input);
+
+  void pretty_print(std::ostream& stream) const override;
+
+  /// out_h * out_w * out_channels * (in_channels / groups) * kh * kw of the last forward.
+  int64_t macs_per_sample() const override;
+
+  Conv2dOptions options;
+  torch::Tensor weight;  ///< [out_channels, in_channels / groups, kh, kw]
+  torch::Tensor bias;    ///< [out_channels], undefined when options.bias() is false
+
+ protected:
+  int64_t out_h_ = 0, out_w_ = 0;  ///< output size of the last forward (0 before any forward)
+};
+
+TORCH_MODULE(Conv2d);
+
+}  // namespace shrink::nn

@@ -1,0 +1,58 @@
+#pragma once
+// shrink::nn::Linear: y = x W^T + b, like torch::nn::Linear (same options, parameter names and
+// default initialization), plus the cost it reports for `shrink summary`. Compression methods
+// act on Shrink's layers, so models are built from these rather than from torch::nn::Linear.
+#include <torch/torch.h>
+
+#include "shrink/nn/layer.h"
+
+namespace shrink::nn {
+
+/// Options for `Linear`.
+///
+/// Example:
+/// ```
+/// shrink::nn::Linear fc(shrink::nn::LinearOptions(784, 300).bias(false));
+/// ```
+struct LinearOptions {
+  LinearOptions(int64_t in_features, int64_t out_features)
+      : in_features_(in_features), out_features_(out_features) {}
+  /// size of each input sample
+  TORCH_ARG(int64_t, in_features);
+  /// size of each output sample
+  TORCH_ARG(int64_t, out_features);
+  /// If false, the layer learns no additive bias. Default: true
+  TORCH_ARG(bool, bias) = true;
+};
+
+class LinearImpl : public torch::nn::Cloneable<LinearImpl>, public CostedLayer {
+ public:
+  LinearImpl(int64_t in_features, int64_t out_features)
+      : LinearImpl(LinearOptions(in_features, out_features)) {}
+  explicit LinearImpl(const LinearOptions& options);
+
+  /// Registers `weight` [out, in] and `bias` [out] (when enabled) and initializes them.
+  void reset() override;
+  /// kaiming_uniform(a = sqrt(5)) weights and U(-1/sqrt(in), 1/sqrt(in)) biases, drawing from
+  /// the generator in the same order as torch::nn::Linear.
+  void reset_parameters();
+
+  /// Input [*, in_features] -> [*, out_features].
+  torch::Tensor forward(const torch::Tensor& input);
+
+  void pretty_print(std::ostream& stream) const override;
+
+  /// in * out * (product of the input's dimensions between the batch and the feature dimension).
+  int64_t macs_per_sample() const override;
+
+  LinearOptions options;
+  torch::Tensor weight;  ///< [out_features, in_features]
+  torch::Tensor bias;    ///< [out_features], undefined when options.bias() is false
+
+ protected:
+  int64_t positions_ = 0;  ///< rows per sample in the last forward (0 before any forward)
+};
+
+TORCH_MODULE(Linear);
+
+}  // namespace shrink::nn

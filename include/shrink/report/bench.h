@@ -1,0 +1,34 @@
+#pragma once
+// `shrink bench`: training-step time with the recipe's compression active, and inference
+// latency at batch 1 and at the recipe's batch size; median and spread over repeats.
+#include <string>
+#include <vector>
+
+#include "shrink/train/experiment.h"
+
+namespace shrink {
+
+struct Timing {
+  double median_ms = 0, min_ms = 0, max_ms = 0, p25_ms = 0, p75_ms = 0;
+  int64_t repeats = 0;
+  static Timing from(std::vector<double> samples_ms);
+};
+
+struct BenchResult {
+  int64_t batch_size = 0;
+  int threads = 0;
+  std::string device;
+  Timing train_step;       ///< one optimizer step, every callback hook included
+  Timing infer_batch1;     ///< eval-mode forward of one sample
+  Timing infer_batch;      ///< eval-mode forward of batch_size samples
+  double train_images_per_sec() const { return train_step.median_ms > 0 ? batch_size * 1000.0 / train_step.median_ms : 0; }
+};
+
+/// Runs prepare_experiment, builds the optimizer, then times `steps` training steps (after 3
+/// warm-up steps) and `repeats` forwards at each inference batch size.
+BenchResult run_bench(Experiment& experiment, int64_t steps, int64_t repeats);
+
+std::string bench_text(const BenchResult& result);
+std::string bench_json(const BenchResult& result);
+
+}  // namespace shrink

@@ -1,0 +1,316 @@
+// The `shrink` command: train, eval, summary, bench, list.
+// Exit status: 0 success, 2 wrong input (recipe, flag, data file, checkpoint), 3 training
+// diverged (non-finite loss), 130 interrupted (checkpoint written), 1 anything else.
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
+#include <filesystem>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "shrink/compression/method.h"
+#include "shrink/config/recipe_file.h"
+#include "shrink/core/compat.h"
+#include "shrink/core/plugin.h"
+#include "shrink/report/bench.h"
+#include "shrink/report/summary.h"
+#include "shrink/train/checkpoint.h"
+#include "shrink/train/optim.h"
+#include "shrink/train/trainer.h"
+
+namespace fs = std::filesystem;
+using namespace shrink;
+
+namespace {
+
+bool is_recipe_file(const std::string& path) {
+  auto ext = fs::path(path).extension().string();
+  return ext == ".yaml" || ext == ".yml";
+}
+
+/// A checkpoint file, or the last.pt of a run directory.
+std::string checkpoint_in(const std::string& path) {
+  if (fs::is_directory(path)) {
+    auto last = (fs::path(path) / "last.pt").string();
+    if (!fs::exists(last)) throw UserError("'" + path + "' is a folder without last.pt (not a run directory?)");
+    return last;
+  }
+  if (!fs::exists(path)) throw UserError("'" + path + "' does not exist");
+  return path;
+}
+
+/// The resolved recipe of a checkpoint, with overrides applied on top.
+ConfigNode recipe_of_checkpoint(const std::string& checkpoint, const std::vector<std::string>& overrides) {
+  auto root = read_yaml_string(read_checkpoint_recipe(checkpoint), checkpoint + " (recipe)");
+  for (size_t i = 0; i < overrides.size(); ++i) apply_override(root, overrides[i], static_cast<int>(i));
+  return ConfigNode(root, "");
+}
+
+/// Builds an experiment, restoring a checkpoint when given (methods' state, structure, weights).
+Experiment load_experiment(const ConfigNode& recipe, const std::string& checkpoint, DataNeeds needs) {
+  auto e = build_experiment(recipe, needs);
+  apply_runtime_settings(e.recipe);
+  if (!checkpoint.empty()) load_checkpoint_methods(checkpoint, e);
+  prepare_experiment(e);
+  if (!checkpoint.empty()) load_checkpoint_model(checkpoint, e);
+  return e;
+}
+
+std::pair<std::string, std::string> summary_of(Experiment& e) {
+  auto dense = summarize(build_dense_model(e), e.data_info.sample_shape);
+  auto compressed = summarize(e.model, e.data_info.sample_shape);
+  auto cmp = compare(dense, compressed);
+  return {summary_table(compressed, cmp), summary_json(compressed, cmp)};
+}
+
+// ---------------------------------------------------------------------------------------------
+
+template <class Entry>
+void print_entries(const std::string& kind, const std::vector<const Entry*>& entries) {
+  fmt::print("{}:\n", kind);
+  if (entries.empty()) fmt::print("  (none registered)\n");
+  for (const auto* e : entries) fmt::print("  {:<24} {}\n", e->name, e->description);
+}
+
+void print_options(const std::vector<OptionDoc>& docs) {
+  if (docs.empty()) fmt::print("  (no options)\n");
+  for (const auto& d : docs) fmt::print("  {:<22} {:<18} default {:<12} {}\n", d.name, d.type, d.default_value, d.help);
+}
+
+std::string markdown_options(const std::vector<OptionDoc>& docs) {
+  std::string out = "| key | type | default | meaning |\n|---|---|---|---|\n";
+  for (const auto& d : docs)
+    out += fmt::format("| `{}` | {} | `{}` | {} |\n", d.name, d.type, d.default_value, d.help);
+  return out;
+}
+
+std::vector<OptionDoc> method_common_docs() {
+  return {{"method", "string", "(required)", "Registered method name."},
+          {"targets", "list of string", "[\"*\"]", "Globs over module and parameter paths (`*` matches dots too)."},
+          {"exclude", "list of string", "[]", "Globs removed from the targets."},
+          {"start_epoch", "float", "(start)", "First epoch (fractional) the method acts; or start_step."},
+          {"end_epoch", "float", "(end)", "Epoch (fractional) it stops acting; or end_step."},
+          {"start_step", "int", "(start)", "First optimizer step it acts."},
+          {"end_step", "int", "(end)", "Optimizer step it stops acting."},
+          {"frequency", "int", "1", "Act every N steps while active."}};
+}
+
+template <class Entry>
+std::string markdown_registry(const std::string& title, const std::vector<const Entry*>& entries) {
+  std::string out = "## " + title + "\n\n";
+  for (const auto* e : entries)
+    out += fmt::format("### `{}`\n\n{}.\n\n{}\n", e->name, e->description,
+                       e->options.empty() ? std::string("No options.\n") : markdown_options(e->options));
+  if (entries.empty()) out += "None built in.\n\n";
+  return out;
+}
+
+std::string recipe_reference_markdown() {
+  std::string out;
+  out += "## Top level\n\n" + markdown_options(Recipe::top_level_docs()) + "\n";
+  out += "## `train`\n\n" + markdown_options(TrainConfig::schema().docs());
+  out += "| `optimizer` | map | `{name: sgd}` | Optimizer: `name` and its options (below). |\n";
+  out += "| `lr_schedule` | map | `{name: constant}` | LR schedule: `name` and its options (below). |\n";
+  out += "| `param_groups` | list | `[]` | `{match: [globs], weight_decay, lr_scale}`: per-parameter-group options; "
+         "a parameter joins the first group that matches. |\n\n";
+  out += "## Compression entries (keys every method has)\n\n" + markdown_options(method_common_docs()) + "\n";
+  out += markdown_registry("Datasets (`data.name`)", dataset_registry().entries());
+  out += markdown_registry("Models (`model.name`)", model_registry().entries());
+  out += markdown_registry("Optimizers (`train.optimizer.name`)", optimizer_registry().entries());
+  out += markdown_registry("LR schedules (`train.lr_schedule.name`)", schedule_registry().entries());
+  out += markdown_registry("Compression methods (`compression[i].method`)", method_registry().entries());
+  out += markdown_registry("Callbacks (`callbacks[i].name`)", callback_registry().entries());
+  return out;
+}
+
+int run_list(const std::string& kind, const std::string& name, bool markdown) {
+  if (markdown) {
+    std::cout << recipe_reference_markdown();
+    return 0;
+  }
+  auto show = [&](const auto& registry, const std::string& k) {
+    if (!kind.empty() && kind != k) return false;
+    if (!name.empty()) {
+      const auto& entry = registry.get(name);
+      fmt::print("{} {}: {}\n", k, entry.name, entry.description);
+      if (k == "method") {
+        fmt::print("common keys:\n");
+        print_options(method_common_docs());
+        fmt::print("options:\n");
+      }
+      print_options(entry.options);
+    } else {
+      print_entries(k, registry.entries());
+    }
+    return true;
+  };
+  bool any = false;
+  any |= show(model_registry(), "model");
+  any |= show(dataset_registry(), "dataset");
+  any |= show(optimizer_registry(), "optimizer");
+  any |= show(schedule_registry(), "schedule");
+  any |= show(method_registry(), "method");
+  any |= show(callback_registry(), "callback");
+  if (!any) {
+    std::vector<std::string> kinds = {"model", "dataset", "optimizer", "schedule", "method", "callback"};
+    auto near = nearest_name(kind, kinds);
+    throw UserError("unknown kind '" + kind + "'" + (near.empty() ? "" : " (did you mean '" + near + "'?)") +
+                    "; kinds: model, dataset, optimizer, schedule, method, callback");
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Shrink: training-time model compression for LibTorch.\n"
+               "Recipes (YAML) drive training with pruning, quantization, low-rank, distillation and more."};
+  app.set_version_flag("--version", std::string("shrink " SHRINK_VERSION_STRING));
+  app.require_subcommand(1);
+  app.fallthrough();
+  std::vector<std::string> plugins;
+  app.add_option("--plugin", plugins, "Shared library that registers methods/models/... (repeatable)");
+
+  std::string recipe_path, resume_dir, checkpoint, target, kind, name;
+  std::vector<std::string> overrides;
+  bool quiet = false, as_json = false, markdown = false;
+  int64_t steps = 20, repeats = 20;
+
+  auto* train_cmd = app.add_subcommand("train", "Train a recipe; writes a run directory");
+  train_cmd->add_option("recipe", recipe_path, "Recipe YAML file")->required();
+  train_cmd->add_option("--set", overrides, "Override a recipe key: key.path[i].key=value (repeatable)");
+  train_cmd->add_option("--resume", resume_dir, "Continue the run in this directory from its last.pt");
+  train_cmd->add_flag("--quiet", quiet, "Print nothing but errors (log.txt is still written)");
+
+  auto* eval_cmd = app.add_subcommand("eval", "Evaluate a checkpoint: test loss, top-1, top-5");
+  eval_cmd->add_option("recipe", recipe_path, "Recipe YAML file, or a run directory / checkpoint")->required();
+  eval_cmd->add_option("--checkpoint", checkpoint, "Checkpoint file (default: the run directory's last.pt)");
+  eval_cmd->add_option("--set", overrides, "Override a recipe key (repeatable)");
+  eval_cmd->add_flag("--json", as_json, "Print JSON");
+
+  auto* summary_cmd = app.add_subcommand(
+      "summary", "Per-layer parameters, sparsity, bits and MACs; compression rate and MAC reduction");
+  summary_cmd->add_option("target", target, "Recipe YAML, checkpoint file or run directory")->required();
+  summary_cmd->add_option("--set", overrides, "Override a recipe key (repeatable)");
+  summary_cmd->add_flag("--json", as_json, "Print JSON");
+
+  auto* bench_cmd = app.add_subcommand("bench", "Time training steps (compression active) and inference latency");
+  bench_cmd->add_option("recipe", recipe_path, "Recipe YAML file")->required();
+  bench_cmd->add_option("--steps", steps, "Timed training steps")->check(CLI::Range(1, 100000));
+  bench_cmd->add_option("--repeats", repeats, "Timed inference repeats per batch size")->check(CLI::Range(1, 100000));
+  bench_cmd->add_option("--set", overrides, "Override a recipe key (repeatable)");
+  bench_cmd->add_flag("--json", as_json, "Print JSON");
+
+  auto* list_cmd = app.add_subcommand("list", "List registered models, datasets, optimizers, schedules, methods, callbacks");
+  list_cmd->add_option("kind", kind, "model, dataset, optimizer, schedule, method or callback");
+  list_cmd->add_option("name", name, "Show this entry's options");
+  list_cmd->add_flag("--markdown", markdown, "Print the recipe reference (docs/recipes.md) as Markdown");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+
+  try {
+    for (const auto& p : plugins) load_plugin(p);
+
+    if (*list_cmd) return run_list(kind, name, markdown);
+
+    if (*train_cmd) {
+      std::string run_dir;
+      ConfigNode recipe = load_recipe(recipe_path, overrides);
+      auto e = build_experiment(recipe);  // validates everything before anything is written
+      apply_runtime_settings(e.recipe);
+      if (!resume_dir.empty()) {
+        if (!fs::exists(fs::path(resume_dir) / "last.pt"))
+          throw UserError("--resume " + resume_dir + ": no last.pt there");
+        run_dir = resume_dir;
+      } else {
+        run_dir = fresh_run_dir(e.recipe.output);
+      }
+      install_stop_signal_handlers();
+      TrainOptions options;
+      options.run_dir = run_dir;
+      options.resume = !resume_dir.empty();
+      options.quiet = quiet;
+      options.recipe_path = recipe_path;
+      auto result = train(e, options);
+      if (result.interrupted) return 130;
+      if (!quiet) {
+        auto [table, json] = summary_of(e);
+        std::string summary_path = run_dir + "/model_summary.txt";
+        write_file_atomic(summary_path, table);
+        fmt::print("\n{}\n", table);
+        fmt::print("test accuracy: top-1 {:.2f}%  top-5 {:.2f}%  loss {:.4f}  (best top-1 {:.2f}% at epoch {})\n",
+                   result.final_eval.top1, result.final_eval.top5, result.final_eval.loss, result.best_top1,
+                   result.best_epoch);
+        fmt::print("run directory: {}  ({:.1f} s)\n", run_dir, result.seconds);
+      }
+      return 0;
+    }
+
+    if (*eval_cmd) {
+      ConfigNode recipe;
+      if (is_recipe_file(recipe_path)) {
+        recipe = load_recipe(recipe_path, overrides);
+        if (checkpoint.empty()) throw UserError("eval: --checkpoint FILE is required with a recipe");
+      } else {
+        if (checkpoint.empty()) checkpoint = checkpoint_in(recipe_path);
+        recipe = recipe_of_checkpoint(checkpoint, overrides);
+      }
+      checkpoint = checkpoint_in(checkpoint);
+      auto e = load_experiment(recipe, checkpoint, DataNeeds::TestOnly);
+      auto r = evaluate(e.model, *e.test_data, e.recipe.train.eval_batch_size, e.device);
+      if (as_json) {
+        fmt::print("{}\n", nlohmann::json{{"checkpoint", checkpoint},
+                                          {"examples", r.examples},
+                                          {"loss", r.loss},
+                                          {"top1", r.top1},
+                                          {"top5", r.top5}}
+                               .dump(2));
+      } else {
+        fmt::print("{}: {} test examples  loss {:.4f}  top-1 {:.2f}%  top-5 {:.2f}%\n", checkpoint, r.examples, r.loss,
+                   r.top1, r.top5);
+      }
+      return 0;
+    }
+
+    if (*summary_cmd) {
+      ConfigNode recipe;
+      std::string ckpt;
+      if (is_recipe_file(target)) {
+        recipe = load_recipe(target, overrides);
+      } else {
+        ckpt = checkpoint_in(target);
+        recipe = recipe_of_checkpoint(ckpt, overrides);
+      }
+      auto e = load_experiment(recipe, ckpt, DataNeeds::TestOnly);
+      auto [table, json] = summary_of(e);
+      fmt::print("{}\n", as_json ? json : table);
+      return 0;
+    }
+
+    if (*bench_cmd) {
+      auto e = build_experiment(load_recipe(recipe_path, overrides));
+      apply_runtime_settings(e.recipe);
+      auto r = run_bench(e, steps, repeats);
+      fmt::print("{}\n", as_json ? bench_json(r) : bench_text(r));
+      return 0;
+    }
+  } catch (const UserError& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 2;
+  } catch (const NonFiniteLossError& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 3;
+  } catch (const c10::Error& e) {
+    std::cerr << "error: " << e.what_without_backtrace() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,49 @@
+#include "shrink/nn/linear.h"
+
+#include <cmath>
+
+namespace shrink::nn {
+
+LinearImpl::LinearImpl(const LinearOptions& options_) : options(options_) { reset(); }
+
+void LinearImpl::reset() {
+  TORCH_CHECK(options.in_features() > 0 && options.out_features() > 0,
+              "shrink::nn::Linear: in_features and out_features must be positive, got ",
+              options.in_features(), " and ", options.out_features());
+  weight = register_parameter("weight", torch::empty({options.out_features(), options.in_features()}));
+  if (options.bias()) {
+    bias = register_parameter("bias", torch::empty(options.out_features()));
+  } else {
+    bias = register_parameter("bias", {}, /*requires_grad=*/false);
+  }
+  reset_parameters();
+}
+
+void LinearImpl::reset_parameters() {
+  torch::NoGradGuard no_grad;
+  torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
+  if (bias.defined()) {
+    const auto bound = 1.0 / std::sqrt(static_cast<double>(options.in_features()));
+    torch::nn::init::uniform_(bias, -bound, bound);
+  }
+}
+
+torch::Tensor LinearImpl::forward(const torch::Tensor& input) {
+  // Rows per sample: every dimension between the batch and the features ([B, in] -> 1).
+  int64_t positions = 1;
+  const auto sizes = input.sizes();
+  for (size_t d = 1; d + 1 < sizes.size(); ++d) positions *= sizes[d];
+  positions_ = positions;
+  return torch::linear(input, weight, bias);
+}
+
+int64_t LinearImpl::macs_per_sample() const {
+  return positions_ * options.in_features() * options.out_features();
+}
+
+void LinearImpl::pretty_print(std::ostream& stream) const {
+  stream << std::boolalpha << "shrink::nn::Linear(in_features=" << options.in_features()
+         << ", out_features=" << options.out_features() << ", bias=" << options.bias() << ")";
+}
+
+}  // namespace shrink::nn

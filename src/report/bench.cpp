@@ -1,0 +1,140 @@
+#include "shrink/report/bench.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <nlohmann/json.hpp>
+
+#include "shrink/train/optim.h"
+#include "shrink/train/trainer.h"
+
+namespace shrink {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+
+double quantile(const std::vector<double>& sorted, double q) {
+  if (sorted.empty()) return 0;
+  double pos = q * (sorted.size() - 1);
+  size_t lo = static_cast<size_t>(pos);
+  size_t hi = std::min(lo + 1, sorted.size() - 1);
+  return sorted[lo] + (pos - lo) * (sorted[hi] - sorted[lo]);
+}
+
+template <class F>
+std::vector<double> time_each(int64_t repeats, F&& f) {
+  std::vector<double> out;
+  for (int64_t i = 0; i < repeats; ++i) {
+    auto t0 = Clock::now();
+    f(i);
+    out.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+  }
+  return out;
+}
+
+void sync(torch::Device device) {
+  if (device.is_cuda()) torch::cuda::synchronize();
+}
+}  // namespace
+
+Timing Timing::from(std::vector<double> samples) {
+  Timing t;
+  std::sort(samples.begin(), samples.end());
+  t.repeats = static_cast<int64_t>(samples.size());
+  if (samples.empty()) return t;
+  t.min_ms = samples.front();
+  t.max_ms = samples.back();
+  t.median_ms = quantile(samples, 0.5);
+  t.p25_ms = quantile(samples, 0.25);
+  t.p75_ms = quantile(samples, 0.75);
+  return t;
+}
+
+BenchResult run_bench(Experiment& e, int64_t steps, int64_t repeats) {
+  TORCH_CHECK(e.train_data, "bench needs the training split");
+  BenchResult r;
+  r.batch_size = e.recipe.train.batch_size;
+  r.threads = at::get_num_threads();
+  r.device = e.recipe.device;
+  prepare_experiment(e);
+  auto built = build_optimizer(e.model, e.recipe.train);
+  auto callbacks = e.all_callbacks();
+
+  // Real batches from the training split, cycled.
+  const int64_t n = e.train_data->size();
+  const int64_t bs = std::min(r.batch_size, n);
+  std::vector<Batch> batches;
+  for (int64_t b = 0; b < std::min<int64_t>(8, n / bs); ++b) {
+    std::vector<int64_t> idx(bs);
+    for (int64_t i = 0; i < bs; ++i) idx[i] = b * bs + i;
+    auto batch = e.train_data->get_batch(idx);
+    batches.push_back({batch.inputs.to(e.device), batch.targets.to(e.device)});
+  }
+  TrainContext ctx;
+  ctx.model = e.model;
+  ctx.optimizer = built.optimizer.get();
+  ctx.device = e.device;
+  const int64_t warmup = 3;
+  ctx.steps_per_epoch = std::max<int64_t>(1, n / bs);
+  ctx.total_steps = warmup + steps;
+  auto loss_options = torch::nn::functional::CrossEntropyFuncOptions();
+  for (auto* cb : callbacks) cb->on_train_begin(ctx);
+  for (auto* cb : callbacks) cb->on_epoch_begin(ctx);
+  e.model->train();
+  auto step = [&](int64_t i) {
+    ctx.batch = &batches[i % batches.size()];
+    ctx.lr = built.base_lrs.front();
+    train_step(ctx, callbacks, *built.optimizer, loss_options, e.recipe.train.grad_clip_norm);
+    sync(e.device);
+    ++ctx.step;
+    for (auto* cb : callbacks) cb->on_step_end(ctx);
+  };
+  for (int64_t i = 0; i < warmup; ++i) step(i);
+  r.train_step = Timing::from(time_each(steps, step));
+
+  torch::NoGradGuard no_grad;
+  e.model->eval();
+  auto one = batches.front().inputs.slice(0, 0, 1).contiguous();
+  auto full = batches.front().inputs;
+  auto infer = [&](const torch::Tensor& x) {
+    return [&, x](int64_t) {
+      e.model->forward(x);
+      sync(e.device);
+    };
+  };
+  for (int i = 0; i < 3; ++i) infer(one)(0), infer(full)(0);
+  r.infer_batch1 = Timing::from(time_each(repeats, infer(one)));
+  r.infer_batch = Timing::from(time_each(repeats, infer(full)));
+  return r;
+}
+
+std::string bench_text(const BenchResult& r) {
+  auto line = [](const std::string& what, const Timing& t) {
+    return fmt::format("{:<28} median {:9.3f} ms  [p25 {:.3f}, p75 {:.3f}, min {:.3f}, max {:.3f}]  n={}\n", what,
+                       t.median_ms, t.p25_ms, t.p75_ms, t.min_ms, t.max_ms, t.repeats);
+  };
+  std::string out = fmt::format("device {}, {} threads, batch {}\n", r.device, r.threads, r.batch_size);
+  out += line("train step (batch " + std::to_string(r.batch_size) + ")", r.train_step);
+  out += fmt::format("{:<28} {:.0f} images/s\n", "train throughput", r.train_images_per_sec());
+  out += line("inference batch 1", r.infer_batch1);
+  out += line("inference batch " + std::to_string(r.batch_size), r.infer_batch);
+  return out;
+}
+
+std::string bench_json(const BenchResult& r) {
+  auto timing = [](const Timing& t) {
+    return nlohmann::json{{"median_ms", t.median_ms}, {"p25_ms", t.p25_ms}, {"p75_ms", t.p75_ms},
+                          {"min_ms", t.min_ms},       {"max_ms", t.max_ms}, {"repeats", t.repeats}};
+  };
+  nlohmann::json j{{"device", r.device},
+                   {"threads", r.threads},
+                   {"batch_size", r.batch_size},
+                   {"train_step", timing(r.train_step)},
+                   {"train_images_per_sec", r.train_images_per_sec()},
+                   {"inference_batch1", timing(r.infer_batch1)},
+                   {"inference_batch", timing(r.infer_batch)}};
+  return j.dump(2);
+}
+
+}  // namespace shrink

@@ -1,0 +1,358 @@
+#include "shrink/train/trainer.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "progress.h"
+#include "shrink/config/recipe_file.h"
+#include "shrink/core/compat.h"
+#include "shrink/train/checkpoint.h"
+#include "shrink/train/optim.h"
+
+namespace shrink {
+
+namespace fs = std::filesystem;
+using json = nlohmann::ordered_json;  // metrics columns keep their logical order
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+extern "C" void on_stop_signal(int sig) {
+  g_stop.store(true);
+  // A second signal terminates at once, as the user expects.
+  std::signal(sig, SIG_DFL);
+}
+
+/// Order of the training examples in `epoch`: a Fisher-Yates shuffle from a generator seeded by
+/// (seed, epoch), so a resumed run sees the same batches without saving the order.
+std::vector<int64_t> epoch_order(int64_t n, int64_t seed, int64_t epoch) {
+  std::vector<int64_t> order(n);
+  for (int64_t i = 0; i < n; ++i) order[i] = i;
+  std::mt19937_64 gen(static_cast<uint64_t>(seed) * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(epoch) + 1);
+  for (int64_t i = n - 1; i > 0; --i) {
+    int64_t j = static_cast<int64_t>(gen() % static_cast<uint64_t>(i + 1));
+    std::swap(order[i], order[j]);
+  }
+  return order;
+}
+
+std::string csv_escape(const json& v) {
+  if (v.is_null()) return "";
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_number_float()) return fmt::format("{:.6g}", v.get<double>());
+  return v.dump();
+}
+
+void write_metrics_files(const std::string& dir, const json& history) {
+  std::string jsonl;
+  std::vector<std::string> columns;
+  for (const auto& row : history) {
+    jsonl += row.dump() + "\n";
+    for (const auto& item : row.items())
+      if (std::find(columns.begin(), columns.end(), item.key()) == columns.end()) columns.push_back(item.key());
+  }
+  std::string csv;
+  for (size_t i = 0; i < columns.size(); ++i) csv += (i ? "," : "") + columns[i];
+  csv += "\n";
+  for (const auto& row : history) {
+    for (size_t i = 0; i < columns.size(); ++i)
+      csv += (i ? "," : "") + (row.contains(columns[i]) ? csv_escape(row[columns[i]]) : std::string());
+    csv += "\n";
+  }
+  write_file_atomic(dir + "/metrics.jsonl", jsonl);
+  write_file_atomic(dir + "/metrics.csv", csv);
+}
+
+/// Appends to log.txt and echoes to the terminal.
+class RunLog {
+ public:
+  RunLog(const std::string& path, bool quiet) : out_(path, std::ios::app), quiet_(quiet) {}
+  void operator()(const std::string& line) {
+    out_ << line << '\n';
+    out_.flush();
+    if (!quiet_) std::printf("%s\n", line.c_str()), std::fflush(stdout);
+  }
+
+ private:
+  std::ofstream out_;
+  bool quiet_;
+};
+
+}  // namespace
+
+void request_stop() { g_stop.store(true); }
+bool stop_requested() { return g_stop.load(); }
+void clear_stop_request() { g_stop.store(false); }
+
+void install_stop_signal_handlers() {
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
+}
+
+std::string fresh_run_dir(const std::string& output) {
+  auto usable = [](const fs::path& p) { return !fs::exists(p) || (fs::is_directory(p) && fs::is_empty(p)); };
+  if (usable(output)) return output;
+  for (int i = 2;; ++i) {
+    auto candidate = output + "-" + std::to_string(i);
+    if (usable(candidate)) return candidate;
+  }
+}
+
+double weight_sparsity(const ModelPtr& model) {
+  torch::NoGradGuard no_grad;
+  int64_t zeros = 0, total = 0;
+  for (const auto& p : model->parameters()) {
+    if (p.dim() <= 1) continue;
+    total += p.numel();
+    zeros += p.numel() - p.count_nonzero().item<int64_t>();
+  }
+  return total > 0 ? static_cast<double>(zeros) / total : 0.0;
+}
+
+double train_step(TrainContext& ctx, const std::vector<Callback*>& callbacks, torch::optim::Optimizer& optimizer,
+                  const torch::nn::functional::CrossEntropyFuncOptions& loss_options, double grad_clip_norm) {
+  for (auto* cb : callbacks) cb->on_step_begin(ctx);
+  optimizer.zero_grad();
+  ctx.outputs = ctx.model->forward(ctx.batch->inputs);
+  auto loss = torch::nn::functional::cross_entropy(ctx.outputs, ctx.batch->targets, loss_options);
+  for (auto* cb : callbacks) loss = cb->on_loss(ctx, loss);
+  const double loss_value = loss.item<double>();
+  if (!std::isfinite(loss_value)) return loss_value;
+  loss.backward();
+  for (auto* cb : callbacks) cb->on_before_optimizer_step(ctx);
+  if (grad_clip_norm > 0) torch::nn::utils::clip_grad_norm_(ctx.model->parameters(), grad_clip_norm);
+  optimizer.step();
+  for (auto* cb : callbacks) cb->on_after_optimizer_step(ctx);
+  return loss_value;
+}
+
+TrainResult train(Experiment& e, const TrainOptions& options) {
+  const auto& train_cfg = e.recipe.train;
+  TORCH_CHECK(e.train_data, "train() needs the training split (build_experiment with DataNeeds::TrainAndTest)");
+  const std::string dir = options.run_dir;
+  fs::create_directories(dir);
+  const std::string last_path = dir + "/last.pt", best_path = dir + "/best.pt";
+  if (options.resume && !fs::exists(last_path))
+    throw UserError("cannot resume: '" + last_path + "' does not exist");
+
+  TrainResult result;
+  result.run_dir = dir;
+  result.threads = at::get_num_threads();
+  RunLog log(dir + "/log.txt", options.quiet);
+
+  TrainContext ctx;
+  ctx.model = e.model;
+  ctx.device = e.device;
+  ctx.log = [&log](const std::string& line) { log(line); };
+
+  if (options.resume) load_checkpoint_methods(last_path, e);
+  prepare_experiment(e);
+  auto built = build_optimizer(e.model, train_cfg);
+  auto& optimizer = *built.optimizer;
+  auto schedule = build_schedule(train_cfg.lr_schedule);
+  ctx.optimizer = &optimizer;
+
+  TrainerState state;
+  if (options.resume) {
+    load_checkpoint_model(last_path, e, &optimizer, &state);
+    log(fmt::format("resumed from {} at epoch {} step {}", last_path, state.epoch, state.step));
+  } else {
+    write_file_atomic(dir + "/recipe.yaml", to_yaml(e.recipe.root.value()));
+  }
+  json history = json::parse(state.history_json);
+
+  const int64_t n = e.train_data->size();
+  const int64_t bs = train_cfg.batch_size;
+  const int64_t spe = train_cfg.drop_last ? n / bs : (n + bs - 1) / bs;
+  if (spe == 0)
+    throw UserError(fmt::format("train.batch_size {} is larger than the training set ({} examples) with drop_last", bs, n));
+  const int64_t total_steps = static_cast<int64_t>(std::llround(train_cfg.epochs * spe));
+  const int64_t total_epochs = (total_steps + spe - 1) / spe;
+  ctx.steps_per_epoch = spe;
+  ctx.total_steps = total_steps;
+
+  if (!options.resume) {
+    log(fmt::format("run {} in {} (torch {}, {} threads, device {})", e.recipe.name, dir, compat::torch_version(),
+                    result.threads, e.recipe.device));
+    log(fmt::format("{} training / {} test examples, {} steps per epoch, {} steps", n, e.test_data->size(), spe,
+                    total_steps));
+    for (const auto& g : built.group_names) log("optimizer group " + g);
+  }
+
+  bool bar = train_cfg.progress == "bar" || (train_cfg.progress == "auto" && isatty(STDERR_FILENO));
+  detail::ProgressBar progress(bar && !options.quiet);
+  auto callbacks = e.all_callbacks();
+  for (auto* cb : callbacks) cb->on_train_begin(ctx);
+
+  auto loss_options = torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(train_cfg.label_smoothing);
+  const auto run_start = Clock::now();
+  e.model->train();
+
+  while (state.step < total_steps) {
+    const int64_t epoch = state.epoch;
+    const int64_t steps_this_epoch = std::min(spe, total_steps - epoch * spe);
+    const auto order = epoch_order(n, e.recipe.seed, epoch);
+    ctx.epoch = epoch;
+    ctx.step = state.step;
+    ctx.metrics.clear();
+    if (state.step_in_epoch == 0) {
+      state.epoch_loss_sum = 0;
+      state.epoch_correct = state.epoch_seen = 0;
+      state.epoch_seconds = 0;
+    }
+    for (auto* cb : callbacks) cb->on_epoch_begin(ctx);
+    progress.start(epoch + 1, total_epochs, steps_this_epoch);
+    auto segment_start = Clock::now();
+    const double seconds_before = state.epoch_seconds;
+    std::vector<int64_t> indices;
+
+    while (state.step_in_epoch < steps_this_epoch) {
+      const int64_t b = state.step_in_epoch;
+      indices.assign(order.begin() + b * bs, order.begin() + std::min(n, (b + 1) * bs));
+      Batch batch = e.train_data->get_batch(indices);
+      batch.inputs = batch.inputs.to(e.device);
+      batch.targets = batch.targets.to(e.device);
+      ctx.step = state.step;
+      ctx.batch = &batch;
+      const double factor = schedule->factor(state.step, spe, total_steps);
+      for (size_t g = 0; g < optimizer.param_groups().size(); ++g)
+        optimizer.param_groups()[g].options().set_lr(built.base_lrs[g] * factor);
+      ctx.lr = built.base_lrs.front() * factor;
+
+      const double loss_value = train_step(ctx, callbacks, optimizer, loss_options, train_cfg.grad_clip_norm);
+      if (!std::isfinite(loss_value)) {
+        progress.finish();
+        std::string kept = fs::exists(last_path) ? "the last good checkpoint is kept at " + last_path
+                                                 : "no checkpoint had been written yet";
+        auto msg = fmt::format("non-finite loss ({}) at epoch {} step {}: training stopped; {}. Lower the learning "
+                               "rate or enable train.grad_clip_norm.",
+                               loss_value, epoch + 1, state.step, kept);
+        log(msg);
+        throw NonFiniteLossError(msg);
+      }
+
+      const int64_t count = batch.targets.size(0);
+      state.epoch_loss_sum += loss_value * count;
+      state.epoch_correct += ctx.outputs.argmax(1).eq(batch.targets).sum().item<int64_t>();
+      state.epoch_seen += count;
+      ++state.step;
+      ++state.step_in_epoch;
+      for (auto* cb : callbacks) cb->on_step_end(ctx);
+      ctx.batch = nullptr;
+      ctx.outputs = torch::Tensor();
+
+      const double elapsed = seconds_before + std::chrono::duration<double>(Clock::now() - segment_start).count();
+      progress.update(state.step_in_epoch, state.epoch_loss_sum / state.epoch_seen,
+                      100.0 * state.epoch_correct / state.epoch_seen, state.epoch_seen / std::max(elapsed, 1e-9));
+
+      if (stop_requested() && state.step < total_steps) {
+        progress.finish();
+        state.epoch_seconds = elapsed;
+        state.history_json = history.dump();
+        save_checkpoint(last_path, e, &optimizer, state);
+        std::string recipe = options.recipe_path.empty() ? dir + "/recipe.yaml" : options.recipe_path;
+        log(fmt::format("interrupted at epoch {} step {}; checkpoint written to {}. Resume with: shrink train {} "
+                        "--resume {}",
+                        epoch + 1, state.step, last_path, recipe, dir));
+        result.interrupted = true;
+        result.steps = state.step;
+        result.epochs_completed = state.epoch;
+        result.seconds = std::chrono::duration<double>(Clock::now() - run_start).count();
+        return result;
+      }
+    }
+    progress.finish();
+    state.epoch_seconds = seconds_before + std::chrono::duration<double>(Clock::now() - segment_start).count();
+
+    // End of epoch: callbacks' metrics, evaluation, history, checkpoints.
+    ctx.step = state.step;
+    for (auto* cb : callbacks) cb->on_epoch_end(ctx);
+    state.epoch = epoch + 1;
+    state.step_in_epoch = 0;
+    json row;
+    row["epoch"] = state.epoch;
+    row["step"] = state.step;
+    row["lr"] = ctx.lr;
+    row["train_loss"] = state.epoch_loss_sum / std::max<int64_t>(1, state.epoch_seen);
+    row["train_acc"] = 100.0 * state.epoch_correct / std::max<int64_t>(1, state.epoch_seen);
+    const bool last_epoch = state.step >= total_steps;
+    if (state.epoch % train_cfg.eval_every == 0 || last_epoch) {
+      auto r = evaluate(e.model, *e.test_data, train_cfg.eval_batch_size, e.device);
+      row["eval_loss"] = r.loss;
+      row["eval_top1"] = r.top1;
+      row["eval_top5"] = r.top5;
+      result.final_eval = r;
+      if (r.top1 > state.best_top1) {
+        state.best_top1 = r.top1;
+        state.best_epoch = state.epoch;
+      }
+    } else {
+      row["eval_loss"] = row["eval_top1"] = row["eval_top5"] = nullptr;
+    }
+    row["sparsity"] = weight_sparsity(e.model);
+    row["images_per_sec"] = state.epoch_seen / std::max(state.epoch_seconds, 1e-9);
+    row["seconds"] = state.epoch_seconds;
+    for (const auto& [key, value] : ctx.metrics) row[key] = value;
+    history.push_back(row);
+    state.history_json = history.dump();
+    if (state.best_epoch == state.epoch) save_checkpoint(best_path, e, &optimizer, state);
+    save_checkpoint(last_path, e, &optimizer, state);
+    write_metrics_files(dir, history);
+    std::string eval_text = row["eval_top1"].is_null()
+                                ? std::string()
+                                : fmt::format(" | test loss {:.4f} top1 {:.2f}% top5 {:.2f}%", row["eval_loss"].get<double>(),
+                                              row["eval_top1"].get<double>(), row["eval_top5"].get<double>());
+    log(fmt::format("epoch {}/{} step {} lr {:.4g} | train loss {:.4f} acc {:.2f}%{} | sparsity {:.3f} | {:.0f} img/s "
+                    "{:.1f} s",
+                    state.epoch, total_epochs, state.step, ctx.lr, row["train_loss"].get<double>(),
+                    row["train_acc"].get<double>(), eval_text, row["sparsity"].get<double>(),
+                    row["images_per_sec"].get<double>(), state.epoch_seconds));
+  }
+  for (auto* cb : callbacks) cb->on_train_end(ctx);
+
+  result.steps = state.step;
+  result.epochs_completed = state.epoch;
+  result.best_top1 = state.best_top1;
+  result.best_epoch = state.best_epoch;
+  result.seconds = std::chrono::duration<double>(Clock::now() - run_start).count();
+  if (result.final_eval.examples == 0 && !history.empty()) {
+    // Resumed after the last evaluation: report the last evaluated row.
+    for (auto it = history.rbegin(); it != history.rend(); ++it)
+      if (!(*it)["eval_top1"].is_null()) {
+        result.final_eval = {(*it)["eval_loss"].get<double>(), (*it)["eval_top1"].get<double>(),
+                             (*it)["eval_top5"].get<double>(), e.test_data->size()};
+        break;
+      }
+  }
+  json summary;
+  summary["name"] = e.recipe.name;
+  summary["run_dir"] = dir;
+  summary["epochs"] = result.epochs_completed;
+  summary["steps"] = result.steps;
+  summary["final"] = {{"eval_loss", result.final_eval.loss},
+                      {"eval_top1", result.final_eval.top1},
+                      {"eval_top5", result.final_eval.top5}};
+  summary["best"] = {{"eval_top1", result.best_top1}, {"epoch", result.best_epoch}};
+  double train_seconds = 0;
+  for (const auto& row : history) train_seconds += row["seconds"].get<double>();
+  summary["train_seconds"] = train_seconds;
+  summary["threads"] = result.threads;
+  summary["device"] = e.recipe.device;
+  summary["torch_version"] = compat::torch_version();
+  summary["sparsity"] = weight_sparsity(e.model);
+  write_file_atomic(dir + "/summary.json", summary.dump(2) + "\n");
+  return result;
+}
+
+}  // namespace shrink
