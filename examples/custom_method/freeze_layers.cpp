@@ -7,7 +7,7 @@
 //       epochs: 0.5          # frozen for the first half epoch
 //
 // Built into an executable (train_with_freeze) or into a plug-in (libfreeze_layers.so) that
-// `shrink train --plugin ./libfreeze_layers.so recipe.yaml` loads: SHRINK_REGISTER_METHOD at
+// `shrink --plugin ./libfreeze_layers.so train recipe.yaml` loads: SHRINK_REGISTER_METHOD at
 // the bottom adds it to the method registry when the executable starts or the plug-in loads.
 //
 // Why not requires_grad(false)? The optimizer is built over every parameter, and momentum and

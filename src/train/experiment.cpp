@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "shrink/core/compat.h"
+#include "shrink/train/optim.h"
 
 namespace shrink {
 
@@ -52,6 +53,10 @@ Experiment build_experiment(const ConfigNode& root, DataNeeds needs) {
     auto name = entry["name"].as<std::string>();
     e.callbacks.push_back(callback_registry().get(name, entry["name"]).factory(entry));
   }
+  // Optimizer and schedule options are checked now, before anything is written; the trainer
+  // builds them again after the methods have prepared the model.
+  build_schedule(e.recipe.train.lr_schedule);
+  build_optimizer(e.model, e.recipe.train);
   return e;
 }
 

@@ -130,6 +130,12 @@ BuiltOptimizer build_optimizer(const ModelPtr& model, const TrainConfig& train) 
         }
     members[g].push_back(item.value());
   }
+  for (size_t i = 0; i < train.param_groups.size(); ++i)
+    if (members[i].empty()) {
+      const auto& where = train.param_groups[i].where;
+      if (where.valid()) where["match"].fail("matches no trainable parameter of the model");
+      throw UserError("train.param_groups[" + std::to_string(i) + "] matches no trainable parameter");
+    }
   BuiltOptimizer out;
   std::vector<torch::optim::OptimizerParamGroup> groups;
   for (size_t i = 0; i < members.size(); ++i) {

@@ -98,6 +98,7 @@ Recipe Recipe::parse(const ConfigNode& root) {
         if (!g.is_map()) g.fail("expected a map with 'match'");
         g.check_keys({"match", "weight_decay", "lr_scale"});
         ParamGroupConfig pg;
+        pg.where = g;
         pg.match = g["match"].as<std::vector<std::string>>();
         pg.weight_decay = g.get_or<double>("weight_decay", -1);
         if (g.has("weight_decay") && pg.weight_decay < 0) g["weight_decay"].fail("must be >= 0");

@@ -121,7 +121,7 @@ TEST(OptionSchema, RangeErrors) {
   EXPECT_EQ(error_of([&] { s.parse(parse("final_sparsity: 1.5\n")); }),
             "m.yaml:1:17: method.final_sparsity: must be in [0, 1] (got 1.5)");
   EXPECT_EQ(error_of([&] { s.parse(parse("frequency: 0\n")); }),
-            "m.yaml:1:12: method.frequency: must be in [1, .inf] (got 0)");
+            "m.yaml:1:12: method.frequency: must be >= 1 (got 0)");
   EXPECT_NO_THROW(s.parse(parse("final_sparsity: 1\n")));
   EXPECT_NO_THROW(s.parse(parse("final_sparsity: 0\n")));
 }

@@ -14,6 +14,7 @@ struct ParamGroupConfig {
   std::vector<std::string> match;
   double weight_decay = -1;  ///< -1: keep the optimizer's
   double lr_scale = 1.0;     ///< multiplies the optimizer's lr
+  ConfigNode where;          ///< the recipe entry (for errors)
 };
 
 struct TrainConfig {
