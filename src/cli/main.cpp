@@ -169,7 +169,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.fallthrough();
   std::vector<std::string> plugins;
-  app.add_option("--plugin", plugins, "Shared library that registers methods/models/... (repeatable)");
+  app.add_option("--plugin", plugins, "Shared library that registers methods/models/... (repeatable)")
+      ->allow_extra_args(false);
 
   std::string recipe_path, resume_dir, checkpoint, target, kind, name;
   std::vector<std::string> overrides;
@@ -178,27 +179,28 @@ int main(int argc, char** argv) {
 
   auto* train_cmd = app.add_subcommand("train", "Train a recipe; writes a run directory");
   train_cmd->add_option("recipe", recipe_path, "Recipe YAML file")->required();
-  train_cmd->add_option("--set", overrides, "Override a recipe key: key.path[i].key=value (repeatable)");
+  train_cmd->add_option("--set", overrides, "Override a recipe key: key.path[i].key=value (repeatable)")
+      ->allow_extra_args(false);
   train_cmd->add_option("--resume", resume_dir, "Continue the run in this directory from its last.pt");
   train_cmd->add_flag("--quiet", quiet, "Print nothing but errors (log.txt is still written)");
 
   auto* eval_cmd = app.add_subcommand("eval", "Evaluate a checkpoint: test loss, top-1, top-5");
   eval_cmd->add_option("recipe", recipe_path, "Recipe YAML file, or a run directory / checkpoint")->required();
   eval_cmd->add_option("--checkpoint", checkpoint, "Checkpoint file (default: the run directory's last.pt)");
-  eval_cmd->add_option("--set", overrides, "Override a recipe key (repeatable)");
+  eval_cmd->add_option("--set", overrides, "Override a recipe key (repeatable)")->allow_extra_args(false);
   eval_cmd->add_flag("--json", as_json, "Print JSON");
 
   auto* summary_cmd = app.add_subcommand(
       "summary", "Per-layer parameters, sparsity, bits and MACs; compression rate and MAC reduction");
   summary_cmd->add_option("target", target, "Recipe YAML, checkpoint file or run directory")->required();
-  summary_cmd->add_option("--set", overrides, "Override a recipe key (repeatable)");
+  summary_cmd->add_option("--set", overrides, "Override a recipe key (repeatable)")->allow_extra_args(false);
   summary_cmd->add_flag("--json", as_json, "Print JSON");
 
   auto* bench_cmd = app.add_subcommand("bench", "Time training steps (compression active) and inference latency");
   bench_cmd->add_option("recipe", recipe_path, "Recipe YAML file")->required();
   bench_cmd->add_option("--steps", steps, "Timed training steps")->check(CLI::Range(1, 100000));
   bench_cmd->add_option("--repeats", repeats, "Timed inference repeats per batch size")->check(CLI::Range(1, 100000));
-  bench_cmd->add_option("--set", overrides, "Override a recipe key (repeatable)");
+  bench_cmd->add_option("--set", overrides, "Override a recipe key (repeatable)")->allow_extra_args(false);
   bench_cmd->add_flag("--json", as_json, "Print JSON");
 
   auto* list_cmd = app.add_subcommand("list", "List registered models, datasets, optimizers, schedules, methods, callbacks");

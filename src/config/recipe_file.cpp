@@ -1,3 +1,4 @@
+#include <dlfcn.h>
 #include "shrink/config/recipe_file.h"
 
 #include <yaml-cpp/eventhandler.h>
@@ -391,6 +392,13 @@ std::vector<std::string> config_search_path(const std::string& including_file) {
     }
   }
 
+  // The installed configs beside this library (<prefix>/lib/../share/shrink/configs), wherever
+  // the package was installed; then the prefix configured at build time.
+  Dl_info info;
+  if (dladdr(reinterpret_cast<void*>(&config_search_path), &info) && info.dli_fname) {
+    auto share = fs::path(info.dli_fname).parent_path().parent_path() / "share" / "shrink" / "configs";
+    if (is_dir(share)) add(share.string());
+  }
 #ifdef SHRINK_INSTALL_DATADIR
   if (is_dir(fs::path(SHRINK_INSTALL_DATADIR) / "configs")) add(std::string(SHRINK_INSTALL_DATADIR) + "/configs");
 #endif

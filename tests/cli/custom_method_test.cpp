@@ -99,9 +99,8 @@ TEST(CustomMethod, InstallBuildExampleTrainAndPlugin) {
   EXPECT_NE(listed.output.find("epochs"), std::string::npos) << listed.output;
   EXPECT_NE(listed.output.find("float"), std::string::npos) << listed.output;
 
-  // --plugin before the subcommand: after it, CLI11 lets the repeatable --plugin swallow the
-  // recipe path too ("recipe is required").
-  auto trained = run_in_source(quote(installed_cli) + " --plugin " + quote(plugin) + " train " + quote(recipe) +
+  // --plugin after the subcommand, as users write it (it must not swallow the recipe path).
+  auto trained = run_in_source(quote(installed_cli) + " train --plugin " + quote(plugin) + " " + quote(recipe) +
                                " --quiet --set output=" + quote(tmp.file("cli")));
   ASSERT_EQ(trained.status, 0) << trained.output;
   EXPECT_TRUE(fs::exists(tmp.file("cli") + "/last.pt"));
