@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake ninja-build pkg-config
           libtorch-dev libyaml-cpp-dev libfmt-dev libopencv-dev libgtest-dev
-          libcli11-dev nlohmann-json3-dev libbenchmark-dev libopenblas0
+          libcli11-dev nlohmann-json3-dev libbenchmark-dev libopenblas0 zlib1g-dev
           dataset-fashion-mnist)
 
 missing=()

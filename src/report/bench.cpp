@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <nlohmann/json.hpp>
 
@@ -61,11 +62,12 @@ BenchResult run_bench(Experiment& e, int64_t steps, int64_t repeats) {
   auto built = build_optimizer(e.model, e.recipe.train);
   auto callbacks = e.all_callbacks();
 
-  // Real batches from the training split, cycled.
+  // Real batches from the training split (up to 64 distinct ones, cycled), fetched before timing.
   const int64_t n = e.train_data->size();
   const int64_t bs = std::min(r.batch_size, n);
+  const int64_t warmup_steps = 3;
   std::vector<Batch> batches;
-  for (int64_t b = 0; b < std::min<int64_t>(8, n / bs); ++b) {
+  for (int64_t b = 0; b < std::min<int64_t>({64, n / bs, warmup_steps + steps}); ++b) {
     std::vector<int64_t> idx(bs);
     for (int64_t i = 0; i < bs; ++i) idx[i] = b * bs + i;
     auto batch = e.train_data->get_batch(idx);
@@ -75,9 +77,8 @@ BenchResult run_bench(Experiment& e, int64_t steps, int64_t repeats) {
   ctx.model = e.model;
   ctx.optimizer = built.optimizer.get();
   ctx.device = e.device;
-  const int64_t warmup = 3;
   ctx.steps_per_epoch = std::max<int64_t>(1, n / bs);
-  ctx.total_steps = warmup + steps;
+  ctx.total_steps = warmup_steps + steps;
   auto loss_options = torch::nn::functional::CrossEntropyFuncOptions();
   for (auto* cb : callbacks) cb->on_train_begin(ctx);
   for (auto* cb : callbacks) cb->on_epoch_begin(ctx);
@@ -85,12 +86,17 @@ BenchResult run_bench(Experiment& e, int64_t steps, int64_t repeats) {
   auto step = [&](int64_t i) {
     ctx.batch = &batches[i % batches.size()];
     ctx.lr = built.base_lrs.front();
-    train_step(ctx, callbacks, *built.optimizer, loss_options, e.recipe.train.grad_clip_norm);
+    // A non-finite loss skips backward: timing such steps would report a fraction of the cost.
+    double loss = train_step(ctx, callbacks, *built.optimizer, loss_options, e.recipe.train.grad_clip_norm);
+    if (!std::isfinite(loss))
+      throw NonFiniteLossError("bench: non-finite loss at step " + std::to_string(ctx.step) +
+                               " (bench repeats the first batches at the base lr); lower train.optimizer.lr "
+                               "or use fewer --steps");
     sync(e.device);
     ++ctx.step;
     for (auto* cb : callbacks) cb->on_step_end(ctx);
   };
-  for (int64_t i = 0; i < warmup; ++i) step(i);
+  for (int64_t i = 0; i < warmup_steps; ++i) step(i);
   r.train_step = Timing::from(time_each(steps, step));
 
   torch::NoGradGuard no_grad;

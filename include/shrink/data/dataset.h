@@ -53,3 +53,7 @@ Registry<DatasetFactory>& dataset_registry();
 DatasetPtr build_dataset(const ConfigNode& data, Split split);
 
 }  // namespace shrink
+
+/// Registers a dataset factory `FN` (a DatasetFactory) from a user's executable or plug-in.
+#define SHRINK_REGISTER_DATASET(NAME, FN, DESCRIPTION) \
+  static const bool SHRINK_UNIQUE_NAME(shrink_dataset_) = (::shrink::dataset_registry().add({NAME, DESCRIPTION, FN, {}}), true)

@@ -67,3 +67,8 @@ using CallbackFactory = std::function<CallbackPtr(const ConfigNode& entry)>;
 Registry<CallbackFactory>& callback_registry();
 
 }  // namespace shrink
+
+/// Registers a callback factory `FN` (a CallbackFactory) from a user's executable or plug-in;
+/// recipes use it as `callbacks: [{name: NAME, ...}]`.
+#define SHRINK_REGISTER_CALLBACK(NAME, FN, DESCRIPTION) \
+  static const bool SHRINK_UNIQUE_NAME(shrink_callback_) = (::shrink::callback_registry().add({NAME, DESCRIPTION, FN, {}}), true)
