@@ -14,7 +14,7 @@ OptionSchema<TrainConfig> TrainConfig::schema() {
   s.add("grad_clip_norm", &TrainConfig::grad_clip_norm, "Clip the global gradient L2 norm to this (0: off).").min(0);
   s.add("eval_every", &TrainConfig::eval_every, "Evaluate on the test split every N epochs (and after the last).")
       .range(1, 1e9);
-  s.add("progress", &TrainConfig::progress, "Progress display: a bar on a terminal (auto), bar, plain lines, none.")
+  s.add("progress", &TrainConfig::progress, "Per-step progress bar: auto (on a terminal), bar (always), plain or none (no bar; epoch lines are always logged).")
       .choices({"auto", "bar", "plain", "none"});
   return s;
 }

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include "config/config_test_util.h"
+
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -13,16 +15,7 @@ namespace {
 
 ConfigNode parse(const std::string& text) { return ConfigNode(read_yaml_string(text, "r.yaml"), ""); }
 
-/// what() of the ConfigError that `f` throws ("" when it throws none).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 TEST(ConfigValue, MapHelpers) {
   auto m = ConfigValue::make_map({"f", 1, 1});

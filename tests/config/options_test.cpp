@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include "config/config_test_util.h"
+
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -35,15 +37,7 @@ OptionSchema<PruneOptions> schema() {
 
 ConfigNode parse(const std::string& text) { return ConfigNode(read_yaml_string(text, "m.yaml"), "method"); }
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 TEST(FormatValue, Scalars) {
   using detail::format_value;

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include "config/config_test_util.h"
+
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -15,15 +17,7 @@ using test::TempDir;
 using test::write_file;
 namespace fs = std::filesystem;
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 /// Sets an environment variable for the life of the object.
 class ScopedEnv {
