@@ -49,7 +49,6 @@ int main(int argc, char** argv) {
     shrink::TrainOptions options;
     options.run_dir = shrink::fresh_run_dir(experiment.recipe.output);
     options.quiet = quiet;
-    options.recipe_path = recipe_path;
     auto result = shrink::train(experiment, options);
     if (result.interrupted) return 130;
 

@@ -77,10 +77,16 @@ void print_options(const std::vector<OptionDoc>& docs) {
   for (const auto& d : docs) fmt::print("  {:<22} {:<18} default {:<12} {}\n", d.name, d.type, d.default_value, d.help);
 }
 
+std::string markdown_cell(std::string text) {
+  for (size_t i = 0; (i = text.find('|', i)) != std::string::npos; i += 2) text.replace(i, 1, "\\|");
+  return text;
+}
+
 std::string markdown_options(const std::vector<OptionDoc>& docs) {
   std::string out = "| key | type | default | meaning |\n|---|---|---|---|\n";
   for (const auto& d : docs)
-    out += fmt::format("| `{}` | {} | `{}` | {} |\n", d.name, d.type, d.default_value, d.help);
+    out += fmt::format("| `{}` | {} | `{}` | {} |\n", d.name, markdown_cell(d.type), d.default_value,
+                       markdown_cell(d.help));
   return out;
 }
 
@@ -237,13 +243,11 @@ int main(int argc, char** argv) {
       options.run_dir = run_dir;
       options.resume = !resume_dir.empty();
       options.quiet = quiet;
-      options.recipe_path = recipe_path;
       auto result = train(e, options);
       if (result.interrupted) return 130;
+      auto [table, json] = summary_of(e);
+      write_file_atomic(run_dir + "/model_summary.txt", table);
       if (!quiet) {
-        auto [table, json] = summary_of(e);
-        std::string summary_path = run_dir + "/model_summary.txt";
-        write_file_atomic(summary_path, table);
         fmt::print("\n{}\n", table);
         fmt::print("test accuracy: top-1 {:.2f}%  top-5 {:.2f}%  loss {:.4f}  (best top-1 {:.2f}% at epoch {})\n",
                    result.final_eval.top1, result.final_eval.top5, result.final_eval.loss, result.best_top1,

@@ -12,7 +12,7 @@ L1Regularization::L1Regularization(MethodSpec spec, Options options)
     : CompressionMethod(std::move(spec)), options_(options) {}
 
 void L1Regularization::on_before_optimizer_step(TrainContext& ctx) {
-  if (!active(ctx)) return;
+  if (!due(ctx)) return;
   torch::NoGradGuard no_grad;
   for (auto& [name, p] : target_parameters_) {
     if (!p.grad().defined()) continue;

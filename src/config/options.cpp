@@ -20,6 +20,10 @@ std::string format_value(double v) {
   // The shortest %g text that reads back as the same double (0.1 -> "0.1", 1e-4 -> "0.0001",
   // 3.0 -> "3": integers are valid floats for every float option).
   char buffer[64];
+  if (v == std::floor(v) && std::fabs(v) < 1e15) {
+    std::snprintf(buffer, sizeof buffer, "%.0f", v);
+    return buffer;
+  }
   for (int precision = 1; precision <= 17; ++precision) {
     std::snprintf(buffer, sizeof buffer, "%.*g", precision, v);
     if (std::strtod(buffer, nullptr) == v) break;

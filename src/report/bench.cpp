@@ -55,7 +55,8 @@ Timing Timing::from(std::vector<double> samples) {
 BenchResult run_bench(Experiment& e, int64_t steps, int64_t repeats) {
   TORCH_CHECK(e.train_data, "bench needs the training split");
   BenchResult r;
-  r.batch_size = e.recipe.train.batch_size;
+  TORCH_CHECK(e.train_data->size() > 0, "bench: the training split is empty");
+  r.batch_size = std::min(e.recipe.train.batch_size, e.train_data->size());
   r.threads = at::get_num_threads();
   r.device = e.recipe.device;
   prepare_experiment(e);
@@ -79,7 +80,7 @@ BenchResult run_bench(Experiment& e, int64_t steps, int64_t repeats) {
   ctx.device = e.device;
   ctx.steps_per_epoch = std::max<int64_t>(1, n / bs);
   ctx.total_steps = warmup_steps + steps;
-  auto loss_options = torch::nn::functional::CrossEntropyFuncOptions();
+  auto loss_options = torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(e.recipe.train.label_smoothing);
   for (auto* cb : callbacks) cb->on_train_begin(ctx);
   for (auto* cb : callbacks) cb->on_epoch_begin(ctx);
   e.model->train();
@@ -93,8 +94,8 @@ BenchResult run_bench(Experiment& e, int64_t steps, int64_t repeats) {
                                " (bench repeats the first batches at the base lr); lower train.optimizer.lr "
                                "or use fewer --steps");
     sync(e.device);
-    ++ctx.step;
     for (auto* cb : callbacks) cb->on_step_end(ctx);
+    ++ctx.step;
   };
   for (int64_t i = 0; i < warmup_steps; ++i) step(i);
   r.train_step = Timing::from(time_each(steps, step));

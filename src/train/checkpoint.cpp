@@ -134,7 +134,12 @@ void load_checkpoint_model(const std::string& path, Experiment& e, torch::optim:
     torch::serialize::InputArchive opt_archive;
     if (!archive.try_read("optimizer", opt_archive))
       throw UserError("checkpoint '" + path + "' has no optimizer state (an export?); cannot resume from it");
-    optimizer->load(opt_archive);
+    try {
+      optimizer->load(opt_archive);
+    } catch (const c10::Error& err) {
+      throw UserError("checkpoint '" + path + "' has optimizer state that does not fit the recipe's optimizer: " +
+                      std::string(err.what_without_backtrace()));
+    }
   }
   if (s) {
     s->epoch = read_value<int64_t>(archive, "epoch", path);

@@ -6,6 +6,7 @@
 
 #include "shrink/core/compat.h"
 #include "shrink/train/optim.h"
+#include "shrink/train/trainer.h"
 
 namespace shrink {
 
@@ -57,6 +58,7 @@ Experiment build_experiment(const ConfigNode& root, DataNeeds needs) {
   // builds them again after the methods have prepared the model.
   build_schedule(e.recipe.train.lr_schedule);
   build_optimizer(e.model, e.recipe.train);
+  if (e.train_data) training_length(e);
   return e;
 }
 

@@ -51,6 +51,8 @@ std::unique_ptr<torch::optim::OptimizerOptions> adam_like_options(const ConfigNo
   AdamConfig c;
   if (decoupled) c.weight_decay = 0.01;
   AdamConfig::schema(decoupled ? 0.01 : 0).parse_into(node, c, kOptimizerExtra);
+  for (const char* key : {"beta1", "beta2"})
+    if (node.has(key) && node[key].as<double>() >= 1) node[key].fail("must be below 1 (got " + node[key].text() + ")");
   if (decoupled) {
     auto o = std::make_unique<torch::optim::AdamWOptions>(c.lr);
     o->betas({c.beta1, c.beta2}).eps(c.eps).weight_decay(c.weight_decay).amsgrad(c.amsgrad);
@@ -99,7 +101,12 @@ Registry<OptimizerBuilder>& optimizer_registry() {
     r->add({"adamw", "AdamW (decoupled weight decay)",
             {[](const ConfigNode& node) { return adam_like_options(node, true); },
              make_optimizer<torch::optim::AdamW, torch::optim::AdamWOptions>},
-            AdamConfig::schema(0.01).docs()});
+            [] {
+              auto docs = AdamConfig::schema(0.01).docs();
+              for (auto& d : docs)
+                if (d.name == "weight_decay") d.default_value = "0.01";
+              return docs;
+            }()});
     return r;
   }();
   return *registry;

@@ -54,6 +54,11 @@ std::string csv_escape(const json& v) {
   return v.dump();
 }
 
+std::string test_read(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
 void write_metrics_files(const std::string& dir, const json& history) {
   std::string jsonl;
   std::vector<std::string> columns;
@@ -100,6 +105,23 @@ void install_stop_signal_handlers() {
   std::signal(SIGTERM, on_stop_signal);
 }
 
+std::pair<int64_t, int64_t> training_length(const Experiment& e) {
+  const auto& train = e.recipe.train;
+  const int64_t n = e.train_data->size();
+  const int64_t bs = train.batch_size;
+  const int64_t spe = train.drop_last ? n / bs : (n + bs - 1) / bs;
+  auto where = [&](const char* key) {
+    auto t = e.recipe.root.get("train");
+    return t.valid() && t.has(key) ? t[key] : e.recipe.root;
+  };
+  if (spe == 0)
+    where("batch_size").fail(fmt::format("{} is larger than the training set ({} examples) with drop_last", bs, n));
+  const int64_t total = static_cast<int64_t>(std::llround(train.epochs * spe));
+  if (total < 1)
+    where("epochs").fail(fmt::format("trains for no optimizer step ({} steps per epoch)", spe));
+  return {spe, total};
+}
+
 std::string fresh_run_dir(const std::string& output) {
   auto usable = [](const fs::path& p) { return !fs::exists(p) || (fs::is_directory(p) && fs::is_empty(p)); };
   if (usable(output)) return output;
@@ -141,46 +163,43 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
   const auto& train_cfg = e.recipe.train;
   TORCH_CHECK(e.train_data, "train() needs the training split (build_experiment with DataNeeds::TrainAndTest)");
   const std::string dir = options.run_dir;
-  fs::create_directories(dir);
   const std::string last_path = dir + "/last.pt", best_path = dir + "/best.pt";
   if (options.resume && !fs::exists(last_path))
     throw UserError("cannot resume: '" + last_path + "' does not exist");
 
+  // Everything that can fail on a wrong input runs before the run directory is touched.
   TrainResult result;
   result.run_dir = dir;
   result.threads = at::get_num_threads();
-  RunLog log(dir + "/log.txt", options.quiet);
-
   TrainContext ctx;
   ctx.model = e.model;
   ctx.device = e.device;
-  ctx.log = [&log](const std::string& line) { log(line); };
-
   if (options.resume) load_checkpoint_methods(last_path, e);
   prepare_experiment(e);
   auto built = build_optimizer(e.model, train_cfg);
   auto& optimizer = *built.optimizer;
   auto schedule = build_schedule(train_cfg.lr_schedule);
   ctx.optimizer = &optimizer;
-
   TrainerState state;
-  if (options.resume) {
-    load_checkpoint_model(last_path, e, &optimizer, &state);
-    log(fmt::format("resumed from {} at epoch {} step {}", last_path, state.epoch, state.step));
-  } else {
-    write_file_atomic(dir + "/recipe.yaml", to_yaml(e.recipe.root.value()));
-  }
+  if (options.resume) load_checkpoint_model(last_path, e, &optimizer, &state);
   json history = json::parse(state.history_json);
-
+  const auto [spe, total_steps] = training_length(e);
   const int64_t n = e.train_data->size();
   const int64_t bs = train_cfg.batch_size;
-  const int64_t spe = train_cfg.drop_last ? n / bs : (n + bs - 1) / bs;
-  if (spe == 0)
-    throw UserError(fmt::format("train.batch_size {} is larger than the training set ({} examples) with drop_last", bs, n));
-  const int64_t total_steps = static_cast<int64_t>(std::llround(train_cfg.epochs * spe));
   const int64_t total_epochs = (total_steps + spe - 1) / spe;
   ctx.steps_per_epoch = spe;
   ctx.total_steps = total_steps;
+
+  fs::create_directories(dir);
+  RunLog log(dir + "/log.txt", options.quiet);
+  ctx.log = [&log](const std::string& line) { log(line); };
+  const std::string resolved = to_yaml(e.recipe.root.value());
+  if (options.resume) {
+    log(fmt::format("resumed from {} at epoch {} step {}", last_path, state.epoch, state.step));
+    if (fs::exists(dir + "/recipe.yaml") && test_read(dir + "/recipe.yaml") != resolved)
+      log("the recipe differs from the run's recipe.yaml (overrides on resume?); recipe.yaml now holds the new one");
+  }
+  write_file_atomic(dir + "/recipe.yaml", resolved);
 
   if (!options.resume) {
     log(fmt::format("run {} in {} (torch {}, {} threads, device {})", e.recipe.name, dir, compat::torch_version(),
@@ -196,6 +215,7 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
   for (auto* cb : callbacks) cb->on_train_begin(ctx);
 
   auto loss_options = torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(train_cfg.label_smoothing);
+  ctx.lr = built.base_lrs.front() * schedule->factor(std::max<int64_t>(0, state.step - 1), spe, total_steps);
   const auto run_start = Clock::now();
   e.model->train();
 
@@ -261,7 +281,8 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
         state.epoch_seconds = elapsed;
         state.history_json = history.dump();
         save_checkpoint(last_path, e, &optimizer, state);
-        std::string recipe = options.recipe_path.empty() ? dir + "/recipe.yaml" : options.recipe_path;
+        // The run's recipe.yaml is the resolved recipe, overrides included.
+        const std::string recipe = dir + "/recipe.yaml";
         log(fmt::format("interrupted at epoch {} step {}; checkpoint written to {}. Resume with: shrink train {} "
                         "--resume {}",
                         epoch + 1, state.step, last_path, recipe, dir));
@@ -300,6 +321,16 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
     } else {
       row["eval_loss"] = row["eval_top1"] = row["eval_top5"] = nullptr;
     }
+    const bool finite = std::isfinite(row["train_loss"].get<double>()) &&
+                        (row["eval_loss"].is_null() || std::isfinite(row["eval_loss"].get<double>()));
+    if (!finite) {
+      auto msg = fmt::format("non-finite loss at the end of epoch {}: training stopped; {}. Lower the learning rate "
+                             "or enable train.grad_clip_norm.",
+                             state.epoch, fs::exists(last_path) ? "the last good checkpoint is kept at " + last_path
+                                                                : "no checkpoint had been written yet");
+      log(msg);
+      throw NonFiniteLossError(msg);
+    }
     row["sparsity"] = weight_sparsity(e.model);
     row["images_per_sec"] = state.epoch_seen / std::max(state.epoch_seconds, 1e-9);
     row["seconds"] = state.epoch_seconds;
@@ -329,7 +360,7 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
   if (result.final_eval.examples == 0 && !history.empty()) {
     // Resumed after the last evaluation: report the last evaluated row.
     for (auto it = history.rbegin(); it != history.rend(); ++it)
-      if (!(*it)["eval_top1"].is_null()) {
+      if ((*it)["eval_loss"].is_number() && (*it)["eval_top1"].is_number()) {
         result.final_eval = {(*it)["eval_loss"].get<double>(), (*it)["eval_top1"].get<double>(),
                              (*it)["eval_top5"].get<double>(), e.test_data->size()};
         break;

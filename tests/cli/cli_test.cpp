@@ -43,6 +43,11 @@ TEST(CliValidation, EachErrorNamesFileLineKeyAndWritesNothing) {
        "r.yaml:5:14: train.param_groups[0].match: matches no trainable parameter of the model"},
       {"train:\n  lr_schedule: {name: step, step_size: 0}\n",
        "r.yaml:4:40: train.lr_schedule.step_size: must be >= 1 (got 0)"},
+      {"train:\n  batch_size: 100000\n",
+       "r.yaml:4:15: train.batch_size: 100000 is larger than the training set (512 examples) with drop_last"},
+      {"train:\n  epochs: 0\n", "r.yaml:4:11: train.epochs: trains for no optimizer step (8 steps per epoch)"},
+      {"train:\n  label_smoothing: .nan\n", "r.yaml:4:20: train.label_smoothing: must be in [0, 1] (got .nan)"},
+      {"train:\n  optimizer: {name: adam, beta1: 1}\n", "r.yaml:4:34: train.optimizer.beta1: must be below 1 (got 1)"},
       {"devcie: cpu\n", "r.yaml:3:9: devcie: unknown key 'devcie' (did you mean 'device'?)"},
       {"device: gpu\n", "r.yaml:3:9: device: unknown device 'gpu'; expected cpu, cuda or cuda:N"},
   };
@@ -121,7 +126,7 @@ TEST(Cli, TrainOverrideEvalSummaryBenchInterruptResume) {
   // Interrupt with SIGINT: the step finishes, a checkpoint is written, the message says how to resume.
   auto r = run_command("timeout --preserve-status -s INT 6 " SHRINK_CLI " train " + tmp.file("r.yaml") + " --set output=" + run_dir);
   ASSERT_EQ(r.status, 130) << r.output;
-  EXPECT_NE(r.output.find("Resume with: shrink train " + tmp.file("r.yaml") + " --resume " + run_dir),
+  EXPECT_NE(r.output.find("Resume with: shrink train " + run_dir + "/recipe.yaml --resume " + run_dir),
             std::string::npos)
       << r.output;
   ASSERT_TRUE(fs::exists(run_dir + "/last.pt"));

@@ -70,7 +70,7 @@ class OptionSchema {
     opt.parse = [previous, lo, hi](const ConfigNode& node, T& out) {
       previous(node, out);
       double v = node.as<double>();
-      if (v < lo || v > hi) {
+      if (!(v >= lo && v <= hi)) {  // NaN fails too
         std::ostringstream msg;
         msg << "must be in [" << detail::format_value(lo) << ", " << detail::format_value(hi)
             << "] (got " << node.text() << ")";
@@ -87,7 +87,7 @@ class OptionSchema {
     auto previous = opt.parse;
     opt.parse = [previous, lo](const ConfigNode& node, T& out) {
       previous(node, out);
-      if (node.as<double>() < lo)
+      if (!(node.as<double>() >= lo))  // NaN fails too
         node.fail("must be >= " + detail::format_value(lo) + " (got " + node.text() + ")");
     };
     opt.doc.help += " At least " + detail::format_value(lo) + ".";

@@ -13,7 +13,6 @@ struct TrainOptions {
   std::string run_dir;      ///< created if missing
   bool resume = false;      ///< continue from run_dir/last.pt
   bool quiet = false;       ///< nothing on the terminal (log.txt is still written)
-  std::string recipe_path;  ///< for the "how to resume" message
 };
 
 struct TrainResult {
@@ -48,6 +47,10 @@ TrainResult train(Experiment& experiment, const TrainOptions& options);
 /// with `shrink bench`). Returns the loss; a non-finite loss returns before backward.
 double train_step(TrainContext& ctx, const std::vector<Callback*>& callbacks, torch::optim::Optimizer& optimizer,
                   const torch::nn::functional::CrossEntropyFuncOptions& loss_options, double grad_clip_norm);
+
+/// Steps per epoch and total optimizer steps of the recipe on its training split; a batch
+/// larger than the split (with drop_last) or a run of no step is a ConfigError at the key.
+std::pair<int64_t, int64_t> training_length(const Experiment& experiment);
 
 /// The run directory to use for `output`: itself if absent or empty, else output-2, -3, ...
 std::string fresh_run_dir(const std::string& output);
