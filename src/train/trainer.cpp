@@ -54,7 +54,7 @@ std::string csv_escape(const json& v) {
   return v.dump();
 }
 
-std::string test_read(const std::string& path) {
+std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
@@ -193,10 +193,18 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
   fs::create_directories(dir);
   RunLog log(dir + "/log.txt", options.quiet);
   ctx.log = [&log](const std::string& line) { log(line); };
+  // Divergence stops the run without touching last.pt, which still holds the last good state.
+  auto diverged = [&](const std::string& what) {
+    auto msg = fmt::format("{}: training stopped; {}. Lower the learning rate or enable train.grad_clip_norm.", what,
+                           fs::exists(last_path) ? "the last good checkpoint is kept at " + last_path
+                                                 : "no checkpoint had been written yet");
+    log(msg);
+    throw NonFiniteLossError(msg);
+  };
   const std::string resolved = to_yaml(e.recipe.root.value());
   if (options.resume) {
     log(fmt::format("resumed from {} at epoch {} step {}", last_path, state.epoch, state.step));
-    if (fs::exists(dir + "/recipe.yaml") && test_read(dir + "/recipe.yaml") != resolved)
+    if (fs::exists(dir + "/recipe.yaml") && read_text(dir + "/recipe.yaml") != resolved)
       log("the recipe differs from the run's recipe.yaml (overrides on resume?); recipe.yaml now holds the new one");
   }
   write_file_atomic(dir + "/recipe.yaml", resolved);
@@ -253,13 +261,7 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
       const double loss_value = train_step(ctx, callbacks, optimizer, loss_options, train_cfg.grad_clip_norm);
       if (!std::isfinite(loss_value)) {
         progress.finish();
-        std::string kept = fs::exists(last_path) ? "the last good checkpoint is kept at " + last_path
-                                                 : "no checkpoint had been written yet";
-        auto msg = fmt::format("non-finite loss ({}) at epoch {} step {}: training stopped; {}. Lower the learning "
-                               "rate or enable train.grad_clip_norm.",
-                               loss_value, epoch + 1, state.step, kept);
-        log(msg);
-        throw NonFiniteLossError(msg);
+        diverged(fmt::format("non-finite loss ({}) at epoch {} step {}", loss_value, epoch + 1, state.step));
       }
 
       const int64_t count = batch.targets.size(0);
@@ -323,14 +325,7 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
     }
     const bool finite = std::isfinite(row["train_loss"].get<double>()) &&
                         (row["eval_loss"].is_null() || std::isfinite(row["eval_loss"].get<double>()));
-    if (!finite) {
-      auto msg = fmt::format("non-finite loss at the end of epoch {}: training stopped; {}. Lower the learning rate "
-                             "or enable train.grad_clip_norm.",
-                             state.epoch, fs::exists(last_path) ? "the last good checkpoint is kept at " + last_path
-                                                                : "no checkpoint had been written yet");
-      log(msg);
-      throw NonFiniteLossError(msg);
-    }
+    if (!finite) diverged(fmt::format("non-finite loss at the end of epoch {}", state.epoch));
     row["sparsity"] = weight_sparsity(e.model);
     row["images_per_sec"] = state.epoch_seen / std::max(state.epoch_seconds, 1e-9);
     row["seconds"] = state.epoch_seconds;
