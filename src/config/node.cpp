@@ -64,6 +64,7 @@ ConfigValuePtr ConfigValue::deep_copy() const {
   v->scalar = scalar;
   v->quoted = quoted;
   v->location = location;
+  v->key_location = key_location;
   v->items.reserve(items.size());
   for (const auto& item : items) v->items.push_back(item ? item->deep_copy() : nullptr);
   v->entries.reserve(entries.size());
@@ -229,7 +230,10 @@ void ConfigNode::check_keys(const std::vector<std::string>& allowed) const {
       message += "; valid keys: ";
       for (size_t i = 0; i < allowed.size(); ++i) message += (i ? ", " : "") + allowed[i];
     }
-    const SourceLocation& where = kv.second ? kv.second->location : location();
+    // Point at the key itself where it is known (not at its value).
+    const SourceLocation& where = kv.second && kv.second->key_location.line > 0 ? kv.second->key_location
+                                  : kv.second                                     ? kv.second->location
+                                                                                  : location();
     throw ConfigError(where, child_path(path_, kv.first), message);
   }
 }

@@ -165,6 +165,7 @@ class TreeBuilder : public YAML::EventHandler {
     if (top.node->find(top.key)) throw ConfigError(top.key_location, path, "duplicate key '" + top.key + "'");
     // An empty value (`key:`) has no text of its own: it is where its key is.
     if (v->kind == ConfigValue::Kind::Null) v->location = top.key_location;
+    v->key_location = top.key_location;
     top.node->entries.emplace_back(top.key, v);
     top.have_key = false;
   }
@@ -410,6 +411,7 @@ ConfigValuePtr merge_trees(const ConfigValuePtr& base, const ConfigValuePtr& ove
   if (!base || base->kind != ConfigValue::Kind::Map || overlay->kind != ConfigValue::Kind::Map)
     return overlay->deep_copy();
   auto out = ConfigValue::make_map(overlay->location);
+  out->key_location = overlay->key_location;
   for (const auto& kv : base->entries) {
     auto over = overlay->find(kv.first);
     out->entries.emplace_back(kv.first, over ? merge_trees(kv.second, over) : kv.second->deep_copy());

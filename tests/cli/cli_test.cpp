@@ -25,7 +25,7 @@ struct BadRecipe {
 TEST(CliValidation, EachErrorNamesFileLineKeyAndWritesNothing) {
   TempDir tmp;
   const std::vector<BadRecipe> cases = {
-      {"train:\n  epocs: 3\n", "r.yaml:4:10: train.epocs: unknown key 'epocs' (did you mean 'epochs'?)"},
+      {"train:\n  epocs: 3\n", "r.yaml:4:3: train.epocs: unknown key 'epocs' (did you mean 'epochs'?)"},
       {"train:\n  batch_size: many\n", "r.yaml:4:15: train.batch_size: expected an integer (got 'many')"},
       {"train:\n  label_smoothing: 1.5\n", "r.yaml:4:20: train.label_smoothing: must be in [0, 1] (got 1.5)"},
       {"train:\n  optimizer: {name: sgd, lr: -1}\n", "r.yaml:4:30: train.optimizer.lr: must be >= 0 (got -1)"},
@@ -38,7 +38,7 @@ TEST(CliValidation, EachErrorNamesFileLineKeyAndWritesNothing) {
       {"compression:\n  - method: l1_regularization\n    start_epoch: 5\n    end_epoch: 3\n",
        "r.yaml:6:16: compression[0].end_epoch: must be greater than start_epoch (got 3 <= 5)"},
       {"compression:\n  - method: l1_regularization\n    strenght: 0.1\n",
-       "r.yaml:5:15: compression[0].strenght: unknown key 'strenght' (did you mean 'strength'?)"},
+       "r.yaml:5:5: compression[0].strenght: unknown key 'strenght' (did you mean 'strength'?)"},
       {"train:\n  param_groups:\n    - match: ['*.gamma']\n      weight_decay: 0\n",
        "r.yaml:5:14: train.param_groups[0].match: matches no trainable parameter of the model"},
       {"train:\n  lr_schedule: {name: step, step_size: 0}\n",
@@ -48,7 +48,7 @@ TEST(CliValidation, EachErrorNamesFileLineKeyAndWritesNothing) {
       {"train:\n  epochs: 0\n", "r.yaml:4:11: train.epochs: trains for no optimizer step (8 steps per epoch)"},
       {"train:\n  label_smoothing: .nan\n", "r.yaml:4:20: train.label_smoothing: must be in [0, 1] (got .nan)"},
       {"train:\n  optimizer: {name: adam, beta1: 1}\n", "r.yaml:4:34: train.optimizer.beta1: must be below 1 (got 1)"},
-      {"devcie: cpu\n", "r.yaml:3:9: devcie: unknown key 'devcie' (did you mean 'device'?)"},
+      {"devcie: cpu\n", "r.yaml:3:1: devcie: unknown key 'devcie' (did you mean 'device'?)"},
       {"device: gpu\n", "r.yaml:3:9: device: unknown device 'gpu'; expected cpu, cuda or cuda:N"},
   };
   for (const auto& c : cases) {

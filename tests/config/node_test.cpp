@@ -111,7 +111,7 @@ TEST(ConfigNode, CheckKeysSuggestsTheNearestName) {
   auto root = parse("train:\n  epochs: 3\n  epocs: 4\n");
   EXPECT_NO_THROW(root["train"].check_keys({"epochs", "epocs"}));
   EXPECT_EQ(error_of([&] { root["train"].check_keys({"epochs", "lr"}); }),
-            "r.yaml:3:10: train.epocs: unknown key 'epocs' (did you mean 'epochs'?)");
+            "r.yaml:3:3: train.epocs: unknown key 'epocs' (did you mean 'epochs'?)");
 }
 
 TEST(ConfigNode, CheckKeysListsValidKeysWithoutASuggestion) {

@@ -141,7 +141,7 @@ TEST(OptionSchema, ChoicesErrorSuggests) {
 TEST(OptionSchema, UnknownKeys) {
   auto s = schema();
   EXPECT_EQ(error_of([&] { s.parse(parse("bits: 4\nfrequncy: 3\n")); }),
-            "m.yaml:2:11: method.frequncy: unknown key 'frequncy' (did you mean 'frequency'?)");
+            "m.yaml:2:1: method.frequncy: unknown key 'frequncy' (did you mean 'frequency'?)");
   EXPECT_NO_THROW(s.parse(parse("bits: 4\ntype: magnitude\n"), {"type"}));
   EXPECT_EQ(error_of([&] { s.parse(parse("- 1\n")); }), "m.yaml:1:1: method: expected a map of options");
 }

@@ -461,3 +461,14 @@ TEST(ToYaml, ResolvedRecipeReproducesIt) {
 
 }  // namespace
 }  // namespace shrink
+
+namespace shrink {
+TEST(RecipeFile, UnknownKeyFromABasePointsAtTheKeyInTheBase) {
+  test::TempDir tmp;
+  test::write_file(tmp.file("base.yaml"), "train:\n  epochs: 2\n  epocs: 3\n");
+  test::write_file(tmp.file("r.yaml"), "base: base.yaml\ntrain:\n  epochs: 4\n");
+  auto root = load_recipe(tmp.file("r.yaml"));
+  EXPECT_EQ(test::error_of([&] { root["train"].check_keys({"epochs"}); }),
+            tmp.file("base.yaml") + ":3:3: train.epocs: unknown key 'epocs' (did you mean 'epochs'?)");
+}
+}  // namespace shrink

@@ -25,6 +25,7 @@ struct ConfigValue {
   std::vector<ConfigValuePtr> items;                     ///< Sequence
   std::vector<std::pair<std::string, ConfigValuePtr>> entries;  ///< Map, in file order
   SourceLocation location;                               ///< where the value starts
+  SourceLocation key_location;                           ///< map entry: where its key is written (else unset)
 
   static ConfigValuePtr make_map(SourceLocation loc = {});
   static ConfigValuePtr make_sequence(SourceLocation loc = {});
