@@ -1,5 +1,8 @@
 #include "shrink/train/checkpoint.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -15,9 +18,19 @@ namespace {
 
 std::string temp_path_for(const std::string& path) { return path + ".tmp." + std::to_string(::getpid()); }
 
+/// Flushes a file (or folder) to disk so that a rename never publishes an empty file.
+void sync_path(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+
 void commit_temp(const std::string& tmp, const std::string& path) {
   std::error_code ec;
+  sync_path(tmp);
   fs::rename(tmp, path, ec);
+  if (!ec) sync_path(fs::path(path).parent_path().empty() ? "." : fs::path(path).parent_path().string());
   if (ec) {
     fs::remove(tmp, ec);
     throw UserError("cannot write '" + path + "': " + ec.message());

@@ -58,7 +58,17 @@ Experiment build_experiment(const ConfigNode& root, DataNeeds needs) {
   // builds them again after the methods have prepared the model.
   build_schedule(e.recipe.train.lr_schedule);
   build_optimizer(e.model, e.recipe.train);
-  if (e.train_data) training_length(e);
+  if (e.train_data) {
+    // A schedule may mix epochs and steps: check its order once steps per epoch are known.
+    auto [spe, total] = training_length(e);
+    for (const auto& m : e.methods) {
+      const auto& s = m->spec().schedule;
+      if (s.begin(spe) >= s.end(spe, total) && m->spec().where.valid())
+        m->spec().where.fail("schedule is empty: it starts at step " + std::to_string(s.begin(spe)) +
+                             " and ends at step " + std::to_string(s.end(spe, total)) + " (" + std::to_string(spe) +
+                             " steps per epoch)");
+    }
+  }
   return e;
 }
 

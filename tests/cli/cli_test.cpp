@@ -48,6 +48,8 @@ TEST(CliValidation, EachErrorNamesFileLineKeyAndWritesNothing) {
       {"train:\n  epochs: 0\n", "r.yaml:4:11: train.epochs: trains for no optimizer step (8 steps per epoch)"},
       {"train:\n  label_smoothing: .nan\n", "r.yaml:4:20: train.label_smoothing: must be in [0, 1] (got .nan)"},
       {"train:\n  optimizer: {name: adam, beta1: 1}\n", "r.yaml:4:34: train.optimizer.beta1: must be below 1 (got 1)"},
+      {"compression:\n  - method: l1_regularization\n    start_epoch: 2\n    end_step: 10\n",
+       "r.yaml:4:5: compression[0]: schedule is empty: it starts at step 16 and ends at step 10 (8 steps per epoch)"},
       {"devcie: cpu\n", "r.yaml:3:1: devcie: unknown key 'devcie' (did you mean 'device'?)"},
       {"device: gpu\n", "r.yaml:3:9: device: unknown device 'gpu'; expected cpu, cuda or cuda:N"},
   };
