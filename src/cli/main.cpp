@@ -170,7 +170,7 @@ int run_list(const std::string& kind, const std::string& name, bool markdown) {
 
 int main(int argc, char** argv) {
   CLI::App app{"Shrink: training-time model compression for LibTorch.\n"
-               "Recipes (YAML) drive training with pruning, quantization, low-rank, distillation and more."};
+               "YAML recipes drive a trainer; compression methods are registered callbacks (`shrink list method`)."};
   app.set_version_flag("--version", std::string("shrink " SHRINK_VERSION_STRING));
   app.require_subcommand(1);
   app.fallthrough();
