@@ -6,12 +6,15 @@
 #include <CLI/CLI.hpp>
 #include <filesystem>
 #include <iostream>
+#include <unistd.h>
 #include <nlohmann/json.hpp>
 
 #include "shrink/compression/method.h"
 #include "shrink/config/recipe_file.h"
 #include "shrink/core/compat.h"
 #include "shrink/core/plugin.h"
+#include "shrink/data/convert.h"
+#include "shrink/data/transforms.h"
 #include "shrink/report/bench.h"
 #include "shrink/report/summary.h"
 #include "shrink/train/checkpoint.h"
@@ -120,7 +123,18 @@ std::string recipe_reference_markdown() {
   out += "| `param_groups` | list | `[]` | `{match: [globs], weight_decay, lr_scale}`: per-parameter-group options; "
          "a parameter joins the first group that matches. |\n\n";
   out += "## Compression entries (keys every method has)\n\n" + markdown_options(method_common_docs()) + "\n";
+  out += "## `data` (keys every dataset has)\n\n" + markdown_options(data_common_option_docs());
+  out += "| `transforms` | map | `{}` | `train:` and `test:` lists of transforms (below), applied per example in "
+         "order; the validation split uses the test list. |\n\n";
   out += markdown_registry("Datasets (`data.name`)", dataset_registry().entries());
+  out += markdown_registry("Transforms (`data.transforms.train[i]`, `data.transforms.test[i]`)",
+                           transform_registry().entries());
+  out += "## `model` (keys every model has)\n\n";
+  out += "| key | type | default | meaning |\n|---|---|---|---|\n";
+  out += "| `name` | string | (required) | Registered model name (below). |\n";
+  out += "| `weights` | string or map | (none) | Initial weights: a file, or `{path, format: auto\\|checkpoint\\|torchscript\\|"
+         "state_dict, exclude: [globs], rename: {old_prefix: new_prefix}, strict: true}`; parameters and buffers "
+         "are matched by name (include/shrink/models/weights.h). |\n\n";
   out += markdown_registry("Models (`model.name`)", model_registry().entries());
   out += markdown_registry("Optimizers (`train.optimizer.name`)", optimizer_registry().entries());
   out += markdown_registry("LR schedules (`train.lr_schedule.name`)", schedule_registry().entries());
@@ -139,9 +153,9 @@ int run_list(const std::string& kind, const std::string& name, bool markdown) {
     if (!name.empty()) {
       const auto& entry = registry.get(name);
       fmt::print("{} {}: {}\n", k, entry.name, entry.description);
-      if (k == "method") {
+      if (k == "method" || k == "dataset") {
         fmt::print("common keys:\n");
-        print_options(method_common_docs());
+        print_options(k == "method" ? method_common_docs() : data_common_option_docs());
         fmt::print("options:\n");
       }
       print_options(entry.options);
@@ -153,15 +167,16 @@ int run_list(const std::string& kind, const std::string& name, bool markdown) {
   bool any = false;
   any |= show(model_registry(), "model");
   any |= show(dataset_registry(), "dataset");
+  any |= show(transform_registry(), "transform");
   any |= show(optimizer_registry(), "optimizer");
   any |= show(schedule_registry(), "schedule");
   any |= show(method_registry(), "method");
   any |= show(callback_registry(), "callback");
   if (!any) {
-    std::vector<std::string> kinds = {"model", "dataset", "optimizer", "schedule", "method", "callback"};
+    std::vector<std::string> kinds = {"model", "dataset", "transform", "optimizer", "schedule", "method", "callback"};
     auto near = nearest_name(kind, kinds);
     throw UserError("unknown kind '" + kind + "'" + (near.empty() ? "" : " (did you mean '" + near + "'?)") +
-                    "; kinds: model, dataset, optimizer, schedule, method, callback");
+                    "; kinds: model, dataset, transform, optimizer, schedule, method, callback");
   }
   return 0;
 }
@@ -202,15 +217,51 @@ int main(int argc, char** argv) {
   summary_cmd->add_option("--set", overrides, "Override a recipe key (repeatable)")->allow_extra_args(false);
   summary_cmd->add_flag("--json", as_json, "Print JSON");
 
-  auto* bench_cmd = app.add_subcommand("bench", "Time training steps (compression active) and inference latency");
+  auto* bench_cmd = app.add_subcommand(
+      "bench", "Time training steps (compression active), inference latency and, with --loader, data loading");
   bench_cmd->add_option("recipe", recipe_path, "Recipe YAML file")->required();
   bench_cmd->add_option("--steps", steps, "Timed training steps")->check(CLI::Range(1, 100000));
   bench_cmd->add_option("--repeats", repeats, "Timed inference repeats per batch size")->check(CLI::Range(1, 100000));
   bench_cmd->add_option("--set", overrides, "Override a recipe key (repeatable)")->allow_extra_args(false);
   bench_cmd->add_flag("--json", as_json, "Print JSON");
+  bool loader_bench = false;
+  std::vector<int64_t> loader_workers = {1, 2};
+  int64_t loader_batches = 100;
+  bench_cmd->add_flag("--loader", loader_bench, "Also time the training split's data loader alone (images/s)");
+  bool loader_only = false;
+  bench_cmd->add_flag("--loader-only", loader_only, "Time the data loader only (no training steps)");
+  bench_cmd->add_option("--workers", loader_workers, "Loader worker counts to time with --loader (default 1,2)")
+      ->delimiter(',')
+      ->allow_extra_args(false)
+      ->check(CLI::Range(0, 64));
+  bench_cmd->add_option("--loader-batches", loader_batches, "Batches timed per worker count with --loader")
+      ->check(CLI::Range(1, 1000000));
 
-  auto* list_cmd = app.add_subcommand("list", "List registered models, datasets, optimizers, schedules, methods, callbacks");
-  list_cmd->add_option("kind", kind, "model, dataset, optimizer, schedule, method or callback");
+  auto* data_cmd = app.add_subcommand(
+      "data", "Dataset tools: `data convert` writes a dataset as CIFAR binaries or an image folder");
+  data_cmd->require_subcommand(1);
+  std::string convert_format, convert_output, image_format = "jpeg";
+  bool overwrite = false, resize = false;
+  int64_t quality = 95, channels = 0;
+  auto* convert_cmd = data_cmd->add_subcommand(
+      "convert", "Write a recipe's dataset (train and test splits) as CIFAR binaries or an ImageNet-style folder");
+  convert_cmd->add_option("recipe", recipe_path, "Recipe or data config YAML whose `data:` section is converted")
+      ->required();
+  convert_cmd->add_option("--format", convert_format, "cifar10, cifar100 or image_folder")
+      ->required()
+      ->check(CLI::IsMember({"cifar10", "cifar100", "image_folder"}));
+  convert_cmd->add_option("--output", convert_output, "Output folder (must be empty unless --overwrite)")->required();
+  convert_cmd->add_option("--set", overrides, "Override a recipe key (repeatable)")->allow_extra_args(false);
+  convert_cmd->add_flag("--overwrite", overwrite, "Write into a non-empty output folder");
+  convert_cmd->add_flag("--resize", resize, "CIFAR: resize images larger than 32x32 instead of failing");
+  convert_cmd->add_option("--image-format", image_format, "image_folder: jpeg or png")
+      ->check(CLI::IsMember({"jpeg", "png"}));
+  convert_cmd->add_option("--quality", quality, "image_folder: JPEG quality")->check(CLI::Range(1, 100));
+  convert_cmd->add_option("--channels", channels, "image_folder: 0 keep, 1 grey, 3 RGB")
+      ->check(CLI::IsMember({0, 1, 3}));
+
+  auto* list_cmd = app.add_subcommand("list", "List registered models, datasets, transforms, optimizers, schedules, methods, callbacks");
+  list_cmd->add_option("kind", kind, "model, dataset, transform, optimizer, schedule, method or callback");
   list_cmd->add_option("name", name, "Show this entry's options");
   list_cmd->add_flag("--markdown", markdown, "Print the recipe reference (docs/recipes.md) as Markdown");
 
@@ -249,9 +300,9 @@ int main(int argc, char** argv) {
       write_file_atomic(run_dir + "/model_summary.txt", table);
       if (!quiet) {
         fmt::print("\n{}\n", table);
-        fmt::print("test accuracy: top-1 {:.2f}%  top-5 {:.2f}%  loss {:.4f}  (best top-1 {:.2f}% at epoch {})\n",
-                   result.final_eval.top1, result.final_eval.top5, result.final_eval.loss, result.best_top1,
-                   result.best_epoch);
+        fmt::print("test accuracy: top-1 {:.2f}%  top-5 {:.2f}%  loss {:.4f}  ({} top-1 {:.2f}% at epoch {})\n",
+                   result.test_eval.top1, result.test_eval.top5, result.test_eval.loss,
+                   result.has_validation ? "best validation" : "best", result.best_top1, result.best_epoch);
         fmt::print("run directory: {}  ({:.1f} s)\n", run_dir, result.seconds);
       }
       return 0;
@@ -268,7 +319,7 @@ int main(int argc, char** argv) {
       }
       checkpoint = checkpoint_in(checkpoint);
       auto e = load_experiment(recipe, checkpoint, DataNeeds::TestOnly);
-      auto r = evaluate(e.model, *e.test_data, e.recipe.train.eval_batch_size, e.device);
+      auto r = evaluate(e.model, e.test_data, e.recipe.train.eval_batch_size, e.device, e.data_options.workers);
       if (as_json) {
         fmt::print("{}\n", nlohmann::json{{"checkpoint", checkpoint},
                                           {"examples", r.examples},
@@ -298,11 +349,65 @@ int main(int argc, char** argv) {
       return 0;
     }
 
+    if (*convert_cmd) {
+      ConfigNode root = load_recipe(recipe_path, overrides);
+      auto data = root.get("data");
+      if (!data.valid()) throw UserError(recipe_path + ": no 'data' section to convert");
+      auto train = build_dataset(data, Split::Train);
+      auto test = build_dataset(data, Split::Test);
+      const bool tty = isatty(STDERR_FILENO);
+      auto progress = [tty](const std::string& split, int64_t done, int64_t total) {
+        if (tty) std::cerr << "\r" << split << ": " << done << "/" << total << (done == total ? "\n" : "") << std::flush;
+      };
+      ConvertSummary written;
+      if (convert_format == "image_folder") {
+        ImageFolderWriteOptions o;
+        o.format = image_format;
+        o.quality = quality;
+        o.channels = channels;
+        o.overwrite = overwrite;
+        o.progress = progress;
+        written = write_image_folder(*train, *test, convert_output, o);
+      } else {
+        CifarWriteOptions o;
+        o.layout = convert_format;
+        o.resize = resize;
+        o.overwrite = overwrite;
+        o.progress = progress;
+        written = write_cifar_binary(*train, *test, convert_output, o);
+      }
+      fmt::print("wrote {} training and {} test examples ({} classes) to {} as {}\n", written.train, written.test,
+                 written.num_classes, convert_output, convert_format);
+      return 0;
+    }
+
     if (*bench_cmd) {
       auto e = build_experiment(load_recipe(recipe_path, overrides));
       apply_runtime_settings(e.recipe);
+      std::vector<LoaderBenchResult> loader;
+      if (loader_bench || loader_only) loader = run_loader_bench(e, loader_batches, loader_workers);
+      if (loader_only) {
+        fmt::print("{}\n", as_json ? loader_bench_json(loader)
+                                    : loader_bench_text(loader, e.train_data->transforms().describe()));
+        return 0;
+      }
       auto r = run_bench(e, steps, repeats);
-      fmt::print("{}\n", as_json ? bench_json(r) : bench_text(r));
+      if (as_json) {
+        auto j = nlohmann::json::parse(bench_json(r));
+        if (loader_bench) j["loader"] = nlohmann::json::parse(loader_bench_json(loader));
+        fmt::print("{}\n", j.dump(2));
+      } else {
+        fmt::print("{}", bench_text(r));
+        if (loader_bench) {
+          fmt::print("{}", loader_bench_text(loader, e.train_data->transforms().describe()));
+          double best = 0;
+          for (const auto& l : loader) best = std::max(best, l.images_per_sec);
+          if (r.train_images_per_sec() > 0)
+            fmt::print("loader / train step throughput: {:.1f}x (best loader setting)\n",
+                       best / r.train_images_per_sec());
+        }
+        fmt::print("\n");
+      }
       return 0;
     }
   } catch (const UserError& e) {

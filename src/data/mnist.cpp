@@ -1,7 +1,8 @@
 // Built-in datasets "fashion_mnist" and "mnist": 28x28 grey images in 10 classes, stored as
 // four IDX files (raw or .gz) in one folder:
 //   train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte
-// Images become float [N, 1, 28, 28] in [0, 1], then (x - mean) / std when `normalize` is set.
+// Images stay uint8 [N, 1, 28, 28] in memory and load as x / 255; the loader applies
+// (x - mean) / std after the transforms when `normalize` is set.
 #include <filesystem>
 #include <string>
 
@@ -17,12 +18,16 @@ struct FashionMnistDefaults {
   static constexpr const char* kRoot = "data/fashion-mnist";
   static constexpr double kMean = 0.2860;  // mean of the train images in [0, 1]
   static constexpr double kStd = 0.3530;
+  static std::vector<std::string> classes() {
+    return {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
+  }
 };
 struct MnistDefaults {
   static constexpr const char* kName = "MNIST";
   static constexpr const char* kRoot = "data/mnist";
   static constexpr double kMean = 0.1307;
   static constexpr double kStd = 0.3081;
+  static std::vector<std::string> classes() { return {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}; }
 };
 
 /// Options of the MNIST-format datasets (defaults differ only by dataset).
@@ -32,8 +37,6 @@ struct MnistFormatOptions {
   bool normalize = true;
   double mean = D::kMean;
   double std = D::kStd;
-  int64_t train_subset = 0;
-  int64_t test_subset = 0;
 };
 
 template <class D>
@@ -42,13 +45,10 @@ OptionSchema<MnistFormatOptions<D>> mnist_schema() {
   OptionSchema<O> s;
   s.add("root", &O::root,
         "Folder with the four IDX files (raw or .gz); relative paths are from the working directory.");
-  s.add("normalize", &O::normalize, "Subtract `mean` and divide by `std` after scaling pixels to [0, 1].");
+  s.add("normalize", &O::normalize,
+        "Subtract `mean` and divide by `std` after the transforms (pixels are in [0, 1]).");
   s.add("mean", &O::mean, "Pixel mean used by `normalize`.");
   s.add("std", &O::std, "Pixel standard deviation used by `normalize` (> 0).");
-  s.add("train_subset", &O::train_subset,
-        "Use only the first N training examples (in file order; 0 = all).").min(0);
-  s.add("test_subset", &O::test_subset,
-        "Use only the first N test examples (in file order; 0 = all).").min(0);
   return s;
 }
 
@@ -62,7 +62,7 @@ constexpr int64_t kNumClasses = 10;
 
 template <class D>
 DatasetPtr load_mnist_format(const ConfigNode& data, Split split) {
-  const auto options = mnist_schema<D>().parse(data, {"name"});
+  const auto options = mnist_schema<D>().parse(data, dataset_common_keys());
   if (!(options.std > 0))
     fail_at(data, "std", "must be positive (got " + detail::format_value(options.std) + ")");
 
@@ -97,19 +97,9 @@ DatasetPtr load_mnist_format(const ConfigNode& data, Split split) {
     throw UserError("'" + labels_path + "' holds label " + std::to_string(labels.max().item<int64_t>()) +
                     "; expected 0.." + std::to_string(kNumClasses - 1));
 
-  const int64_t subset = train ? options.train_subset : options.test_subset;
-  if (subset > 0) {
-    if (subset > images.size(0))
-      fail_at(data, train ? "train_subset" : "test_subset",
-              "must be at most " + std::to_string(images.size(0)) + ", the size of the " +
-                  split_name(split) + " split (got " + std::to_string(subset) + ")");
-    images = images.narrow(0, 0, subset);
-    labels = labels.narrow(0, 0, subset);
-  }
-
-  auto x = images.unsqueeze(1).to(torch::kFloat32).div_(255.0);
-  if (options.normalize) x.sub_(options.mean).div_(options.std);
-  return std::make_shared<TensorDataset>(x.contiguous(), labels.to(torch::kInt64), kNumClasses);
+  auto normalization = make_normalization(options.normalize, {options.mean}, {options.std}, 1, data);
+  return std::make_shared<TensorDataset>(images.unsqueeze(1).contiguous(), labels.to(torch::kInt64), kNumClasses,
+                                         normalization, D::classes());
 }
 
 template <class D>

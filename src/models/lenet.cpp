@@ -36,13 +36,14 @@ LeNet300Impl::LeNet300Impl(Options options_, const DataInfo& data) : options(opt
   fc1 = register_module("fc1", nn::Linear(in_features, 300));
   fc2 = register_module("fc2", nn::Linear(300, 100));
   fc3 = register_module("fc3", nn::Linear(100, classes));
+  declare_taps({"fc1", "fc2", "logits"});
 }
 
 torch::Tensor LeNet300Impl::forward(const torch::Tensor& input) {
   auto x = input.flatten(1);
-  x = torch::relu(fc1(x));
-  x = torch::relu(fc2(x));
-  return fc3(x);
+  x = tap_point("fc1", torch::relu(fc1(x)));
+  x = tap_point("fc2", torch::relu(fc2(x)));
+  return tap_point("logits", fc3(x));
 }
 
 OptionSchema<LeNet5Impl::Options> LeNet5Impl::schema() {
@@ -65,13 +66,14 @@ LeNet5Impl::LeNet5Impl(Options options_, const DataInfo& data) : options(options
   conv2 = register_module("conv2", nn::Conv2d(20, 50, 5));
   fc1 = register_module("fc1", nn::Linear(50 * h2 * w2, 500));
   fc2 = register_module("fc2", nn::Linear(500, classes));
+  declare_taps({"conv1", "conv2", "fc1", "logits"});
 }
 
 torch::Tensor LeNet5Impl::forward(const torch::Tensor& input) {
-  auto x = torch::max_pool2d(conv1(input), 2);
-  x = torch::max_pool2d(conv2(x), 2);
-  x = torch::relu(fc1(x.flatten(1)));
-  return fc2(x);
+  auto x = tap_point("conv1", torch::max_pool2d(conv1(input), 2));
+  x = tap_point("conv2", torch::max_pool2d(conv2(x), 2));
+  x = tap_point("fc1", torch::relu(fc1(x.flatten(1))));
+  return tap_point("logits", fc2(x));
 }
 
 }  // namespace shrink

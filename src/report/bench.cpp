@@ -71,7 +71,7 @@ BenchResult run_bench(Experiment& e, int64_t steps, int64_t repeats) {
   for (int64_t b = 0; b < std::min<int64_t>({64, n / bs, warmup_steps + steps}); ++b) {
     std::vector<int64_t> idx(bs);
     for (int64_t i = 0; i < bs; ++i) idx[i] = b * bs + i;
-    auto batch = e.train_data->get_batch(idx);
+    auto batch = e.train_data->load(idx, static_cast<uint64_t>(e.recipe.seed), 0, b * bs);
     batches.push_back({batch.inputs.to(e.device), batch.targets.to(e.device)});
   }
   TrainContext ctx;
@@ -127,6 +127,63 @@ std::string bench_text(const BenchResult& r) {
   out += line("inference batch 1", r.infer_batch1);
   out += line("inference batch " + std::to_string(r.batch_size), r.infer_batch);
   return out;
+}
+
+std::vector<LoaderBenchResult> run_loader_bench(const Experiment& e, int64_t batches,
+                                                const std::vector<int64_t>& worker_counts) {
+  TORCH_CHECK(e.train_data, "loader bench needs the training split");
+  std::vector<LoaderBenchResult> out;
+  for (int64_t workers : worker_counts) {
+    auto options = train_loader_options(e);
+    options.workers = workers;
+    DataLoader loader(e.train_data, options);
+    const int64_t per_epoch = loader.batches_per_epoch();
+    TORCH_CHECK(per_epoch > 0, "loader bench: the training split has no full batch");
+    LoaderBenchResult r;
+    r.workers = workers;
+    r.batch_size = options.batch_size;
+    // The clock starts after the first batch, so thread start-up and the first decode are not
+    // counted; epochs restart as needed (each restart refills the prefetch queues).
+    int64_t epoch = 0;
+    loader.start_epoch(epoch);
+    loader.next();
+    int64_t images = 0, done = 0;
+    const auto t0 = Clock::now();
+    while (done < batches) {
+      auto batch = loader.next();
+      if (!batch) {
+        loader.start_epoch(++epoch);
+        continue;
+      }
+      images += batch->targets.size(0);
+      ++done;
+    }
+    r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    r.batches = done;
+    r.images_per_sec = images / std::max(r.seconds, 1e-9);
+    out.push_back(r);
+  }
+  return out;
+}
+
+std::string loader_bench_text(const std::vector<LoaderBenchResult>& results, const std::string& transforms) {
+  std::string out = fmt::format("loader: train split, transforms {}\n", transforms);
+  for (const auto& r : results)
+    out += fmt::format("{:<28} {:9.0f} images/s  ({} batches of {} in {:.2f} s)\n",
+                       fmt::format("loader, {} worker{}", r.workers, r.workers == 1 ? "" : "s"), r.images_per_sec,
+                       r.batches, r.batch_size, r.seconds);
+  return out;
+}
+
+std::string loader_bench_json(const std::vector<LoaderBenchResult>& results) {
+  auto j = nlohmann::json::array();
+  for (const auto& r : results)
+    j.push_back({{"workers", r.workers},
+                 {"batch_size", r.batch_size},
+                 {"batches", r.batches},
+                 {"seconds", r.seconds},
+                 {"images_per_sec", r.images_per_sec}});
+  return j.dump(2);
 }
 
 std::string bench_json(const BenchResult& r) {

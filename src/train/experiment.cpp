@@ -2,6 +2,9 @@
 
 #include <dlfcn.h>
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include <thread>
 
 #include "shrink/core/compat.h"
@@ -41,9 +44,24 @@ Experiment build_experiment(const ConfigNode& root, DataNeeds needs) {
   Experiment e;
   e.recipe = Recipe::parse(root);
   e.device = compat::parse_device(e.recipe.device);
-  if (needs == DataNeeds::TrainAndTest) e.train_data = build_dataset(e.recipe.data, Split::Train);
-  e.test_data = build_dataset(e.recipe.data, Split::Test);
+  const auto& data = e.recipe.data;
+  if (!data.valid()) throw UserError("no 'data' section: cannot build a dataset");
+  e.data_options = parse_data_common_options(data);
+  auto train_transforms = split_transforms(data, true), test_transforms = split_transforms(data, false);
+  if (needs == DataNeeds::TrainAndTest) {
+    e.train_data = std::make_shared<DataSource>(build_dataset(data, Split::Train), train_transforms);
+    if (e.data_options.validation_fraction > 0)
+      e.val_data = std::make_shared<DataSource>(build_dataset(data, Split::Validation), test_transforms);
+  }
+  e.test_data = std::make_shared<DataSource>(build_dataset(data, Split::Test), test_transforms);
   e.data_info = e.test_data->info();
+  if (e.train_data) {
+    auto train_info = e.train_data->info();
+    if (train_info.sample_shape != e.data_info.sample_shape)
+      data.fail(fmt::format("the train transforms give inputs of shape {} but the test transforms give {}; the "
+                            "model needs one input shape",
+                            fmt::join(train_info.sample_shape, "x"), fmt::join(e.data_info.sample_shape, "x")));
+  }
   e.model = build_dense_model(e);
   for (const auto& entry : e.recipe.compression) {
     auto method = build_method(entry);
@@ -88,18 +106,33 @@ void prepare_experiment(Experiment& e) {
   e.model->to(e.device);
 }
 
-EvalResult evaluate(const ModelPtr& model, const Dataset& data, int64_t batch_size, torch::Device device) {
+LoaderOptions train_loader_options(const Experiment& e) {
+  LoaderOptions o;
+  o.batch_size = e.recipe.train.batch_size;
+  o.drop_last = e.recipe.train.drop_last;
+  o.shuffle = true;
+  o.seed = static_cast<uint64_t>(e.recipe.seed);
+  o.workers = e.data_options.workers;
+  o.prefetch = e.data_options.prefetch;
+  return o;
+}
+
+EvalResult evaluate(const ModelPtr& model, const DataSourcePtr& data, int64_t batch_size, torch::Device device,
+                    int64_t workers) {
   torch::NoGradGuard no_grad;
   bool was_training = model->is_training();
   model->eval();
   EvalResult r;
   double loss_sum = 0, top1 = 0, top5 = 0;
-  const int64_t n = data.size();
-  std::vector<int64_t> indices;
-  for (int64_t start = 0; start < n; start += batch_size) {
-    indices.clear();
-    for (int64_t i = start; i < std::min(n, start + batch_size); ++i) indices.push_back(i);
-    auto batch = data.get_batch(indices);
+  const int64_t n = data->size();
+  LoaderOptions options;
+  options.batch_size = batch_size;
+  options.shuffle = false;
+  options.workers = workers;
+  DataLoader loader(data, options);
+  loader.start_epoch(0);
+  while (auto next = loader.next()) {
+    auto& batch = *next;
     auto inputs = batch.inputs.to(device), targets = batch.targets.to(device);
     auto logits = model->forward(inputs);
     loss_sum += torch::nn::functional::cross_entropy(

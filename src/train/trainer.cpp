@@ -34,19 +34,6 @@ extern "C" void on_stop_signal(int sig) {
   std::signal(sig, SIG_DFL);
 }
 
-/// Order of the training examples in `epoch`: a Fisher-Yates shuffle from a generator seeded by
-/// (seed, epoch), so a resumed run sees the same batches without saving the order.
-std::vector<int64_t> epoch_order(int64_t n, int64_t seed, int64_t epoch) {
-  std::vector<int64_t> order(n);
-  for (int64_t i = 0; i < n; ++i) order[i] = i;
-  std::mt19937_64 gen(static_cast<uint64_t>(seed) * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(epoch) + 1);
-  for (int64_t i = n - 1; i > 0; --i) {
-    int64_t j = static_cast<int64_t>(gen() % static_cast<uint64_t>(i + 1));
-    std::swap(order[i], order[j]);
-  }
-  return order;
-}
-
 std::string csv_escape(const json& v) {
   if (v.is_null()) return "";
   if (v.is_string()) return v.get<std::string>();
@@ -185,7 +172,6 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
   json history = json::parse(state.history_json);
   const auto [spe, total_steps] = training_length(e);
   const int64_t n = e.train_data->size();
-  const int64_t bs = train_cfg.batch_size;
   const int64_t total_epochs = (total_steps + spe - 1) / spe;
   ctx.steps_per_epoch = spe;
   ctx.total_steps = total_steps;
@@ -208,15 +194,30 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
       log("the recipe differs from the run's recipe.yaml (overrides on resume?); recipe.yaml now holds the new one");
   }
   write_file_atomic(dir + "/recipe.yaml", resolved);
+  // The class list travels with the run: label i of the model is line i.
+  if (auto classes = e.test_data->dataset()->class_names(); !classes.empty()) {
+    std::string text;
+    for (const auto& c : classes) text += c + "\n";
+    write_file_atomic(dir + "/classes.txt", text);
+  }
 
   if (!options.resume) {
     log(fmt::format("run {} in {} (torch {}, {} threads, device {})", e.recipe.name, dir, compat::torch_version(),
                     result.threads, e.recipe.device));
-    log(fmt::format("{} training / {} test examples, {} steps per epoch, {} steps", n, e.test_data->size(), spe,
-                    total_steps));
+    log(fmt::format("{} training / {}{} test examples, {} steps per epoch, {} steps", n,
+                    e.val_data ? std::to_string(e.val_data->size()) + " validation / " : std::string(),
+                    e.test_data->size(), spe, total_steps));
+    log(fmt::format("train transforms: {}; test transforms: {}; {} loader workers",
+                    e.train_data->transforms().describe(), e.test_data->transforms().describe(),
+                    e.data_options.workers));
+    if (auto skipped = e.train_data->dataset()->skipped() + e.test_data->dataset()->skipped())
+      log(fmt::format("{} unreadable images skipped (skip_corrupt)", skipped));
     for (const auto& g : built.group_names) log("optimizer group " + g);
   }
 
+  DataLoader loader(e.train_data, train_loader_options(e));
+  const auto& eval_data = e.val_data ? e.val_data : e.test_data;
+  const char* eval_split = e.val_data ? "val" : "test";
   bool bar = train_cfg.progress == "bar" || (train_cfg.progress == "auto" && isatty(STDERR_FILENO));
   detail::ProgressBar progress(bar && !options.quiet);
   auto callbacks = e.all_callbacks();
@@ -230,7 +231,6 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
   while (state.step < total_steps) {
     const int64_t epoch = state.epoch;
     const int64_t steps_this_epoch = std::min(spe, total_steps - epoch * spe);
-    const auto order = epoch_order(n, e.recipe.seed, epoch);
     ctx.epoch = epoch;
     ctx.step = state.step;
     ctx.metrics.clear();
@@ -243,12 +243,12 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
     progress.start(epoch + 1, total_epochs, steps_this_epoch);
     auto segment_start = Clock::now();
     const double seconds_before = state.epoch_seconds;
-    std::vector<int64_t> indices;
+    loader.start_epoch(epoch, state.step_in_epoch);
 
     while (state.step_in_epoch < steps_this_epoch) {
-      const int64_t b = state.step_in_epoch;
-      indices.assign(order.begin() + b * bs, order.begin() + std::min(n, (b + 1) * bs));
-      Batch batch = e.train_data->get_batch(indices);
+      auto next = loader.next();
+      TORCH_CHECK(next, "the loader ended the epoch after ", state.step_in_epoch, " of ", steps_this_epoch, " batches");
+      Batch batch = std::move(*next);
       batch.inputs = batch.inputs.to(e.device);
       batch.targets = batch.targets.to(e.device);
       ctx.step = state.step;
@@ -311,7 +311,7 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
     row["train_acc"] = 100.0 * state.epoch_correct / std::max<int64_t>(1, state.epoch_seen);
     const bool last_epoch = state.step >= total_steps;
     if (state.epoch % train_cfg.eval_every == 0 || last_epoch) {
-      auto r = evaluate(e.model, *e.test_data, train_cfg.eval_batch_size, e.device);
+      auto r = evaluate(e.model, eval_data, train_cfg.eval_batch_size, e.device, e.data_options.workers);
       row["eval_loss"] = r.loss;
       row["eval_top1"] = r.top1;
       row["eval_top5"] = r.top5;
@@ -337,7 +337,8 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
     write_metrics_files(dir, history);
     std::string eval_text = row["eval_top1"].is_null()
                                 ? std::string()
-                                : fmt::format(" | test loss {:.4f} top1 {:.2f}% top5 {:.2f}%", row["eval_loss"].get<double>(),
+                                : fmt::format(" | {} loss {:.4f} top1 {:.2f}% top5 {:.2f}%", eval_split,
+                                              row["eval_loss"].get<double>(),
                                               row["eval_top1"].get<double>(), row["eval_top5"].get<double>());
     log(fmt::format("epoch {}/{} step {} lr {:.4g} | train loss {:.4f} acc {:.2f}%{} | sparsity {:.3f} | {:.0f} img/s "
                     "{:.1f} s",
@@ -357,9 +358,17 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
     for (auto it = history.rbegin(); it != history.rend(); ++it)
       if ((*it)["eval_loss"].is_number() && (*it)["eval_top1"].is_number()) {
         result.final_eval = {(*it)["eval_loss"].get<double>(), (*it)["eval_top1"].get<double>(),
-                             (*it)["eval_top5"].get<double>(), e.test_data->size()};
+                             (*it)["eval_top5"].get<double>(), eval_data->size()};
         break;
       }
+  }
+  result.has_validation = e.val_data != nullptr;
+  if (e.val_data) {
+    result.test_eval = evaluate(e.model, e.test_data, train_cfg.eval_batch_size, e.device, e.data_options.workers);
+    log(fmt::format("test loss {:.4f} top1 {:.2f}% top5 {:.2f}% (after the last epoch; validation chose nothing)",
+                    result.test_eval.loss, result.test_eval.top1, result.test_eval.top5));
+  } else {
+    result.test_eval = result.final_eval;
   }
   json summary;
   summary["name"] = e.recipe.name;
@@ -369,7 +378,12 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
   summary["final"] = {{"eval_loss", result.final_eval.loss},
                       {"eval_top1", result.final_eval.top1},
                       {"eval_top5", result.final_eval.top5}};
+  summary["eval_split"] = eval_split;
   summary["best"] = {{"eval_top1", result.best_top1}, {"epoch", result.best_epoch}};
+  summary["test"] = {{"loss", result.test_eval.loss},
+                     {"top1", result.test_eval.top1},
+                     {"top5", result.test_eval.top5},
+                     {"examples", result.test_eval.examples}};
   double train_seconds = 0;
   for (const auto& row : history) train_seconds += row["seconds"].get<double>();
   summary["train_seconds"] = train_seconds;

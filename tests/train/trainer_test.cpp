@@ -120,7 +120,7 @@ TEST(Trainer, CheckpointRoundTrip) {
   prepare_experiment(e);
   load_checkpoint_model(dir + "/last.pt", e);
   expect_identical(weights(trained), weights(e));
-  auto r = evaluate(e.model, *e.test_data, 100, e.device);
+  auto r = evaluate(e.model, e.test_data, 100, e.device);
   EXPECT_DOUBLE_EQ(r.top1, result.final_eval.top1);
 }
 
@@ -209,4 +209,51 @@ TEST(Trainer, WeightSparsityCountsZeros) {
   auto params = e.model->named_parameters();
   params["fc1.weight"].zero_();  // 235200 of 266200 weights
   EXPECT_NEAR(weight_sparsity(e.model), 235200.0 / (235200 + 30000 + 1000), 1e-12);
+}
+
+namespace {
+
+// Augmented data loaded by worker threads, with a validation split: the run is the same for any
+// worker count (also across an interruption), validation drives the per-epoch evaluation, the
+// test split is reported at the end, and the class list is saved with the run.
+std::string with_data_keys(std::string yaml, int workers) {
+  const std::string anchor = "  test_subset: 500\n";
+  auto at = yaml.find(anchor);
+  EXPECT_NE(at, std::string::npos);
+  yaml.insert(at + anchor.size(), "  validation_fraction: 0.25\n  workers: " + std::to_string(workers) +
+                                      "\n  transforms:\n    train:\n      - random_crop: {size: 28, padding: 2}\n"
+                                      "      - horizontal_flip\n");
+  return yaml;
+}
+
+}  // namespace
+
+TEST(Trainer, WorkersValidationAndClassList) {
+  test::TempDir tmp;
+  Experiment serial, threaded;
+  auto a = run(with_data_keys(test::small_recipe(tmp.file("a"), "", "lenet5", 640, 2), 0), tmp.file("a"), false,
+               nullptr, &serial);
+  auto b = run(with_data_keys(test::small_recipe(tmp.file("b"), "", "lenet5", 640, 2), 2), tmp.file("b"), false,
+               nullptr, &threaded);
+  expect_identical(weights(serial), weights(threaded));
+  EXPECT_TRUE(a.has_validation);
+  EXPECT_EQ(a.final_eval.examples, 160);  // 25% of 640 held out
+  EXPECT_EQ(a.test_eval.examples, 500);
+  EXPECT_DOUBLE_EQ(a.test_eval.top1, b.test_eval.top1);
+  EXPECT_GT(a.test_eval.top1, 40.0);  // learns despite the augmentation (chance: 10%)
+  auto summary = nlohmann::json::parse(test::read_file(tmp.file("a") + "/summary.json"));
+  EXPECT_EQ(summary["eval_split"], "val");
+  EXPECT_EQ(summary["test"]["examples"], 500);
+  auto classes = test::read_file(tmp.file("a") + "/classes.txt");
+  EXPECT_EQ(classes.rfind("T-shirt/top\nTrouser\n", 0), 0u) << classes;
+
+  // Interrupted mid-epoch with workers, resumed with none: the same weights.
+  auto yaml = with_data_keys(test::small_recipe(tmp.file("c"), "", "lenet5", 640, 2), 2);
+  auto part = run(yaml, tmp.file("c"), false, std::make_unique<Trigger>(11, Trigger::Action::Stop));
+  clear_stop_request();
+  ASSERT_TRUE(part.interrupted);
+  Experiment resumed;
+  run(with_data_keys(test::small_recipe(tmp.file("c"), "", "lenet5", 640, 2), 0), tmp.file("c"), true, nullptr,
+      &resumed);
+  expect_identical(weights(serial), weights(resumed));
 }

@@ -28,6 +28,17 @@ struct BenchResult {
 /// warm-up steps) and `repeats` forwards at each inference batch size.
 BenchResult run_bench(Experiment& experiment, int64_t steps, int64_t repeats);
 
+/// Data loading alone: images/s of the training split's loader (shuffle, transforms,
+/// normalization, stacking) with each worker count, over `batches` batches.
+struct LoaderBenchResult {
+  int64_t workers = 0, batch_size = 0, batches = 0;
+  double seconds = 0, images_per_sec = 0;
+};
+std::vector<LoaderBenchResult> run_loader_bench(const Experiment& experiment, int64_t batches,
+                                                const std::vector<int64_t>& worker_counts);
+std::string loader_bench_text(const std::vector<LoaderBenchResult>& results, const std::string& transforms);
+std::string loader_bench_json(const std::vector<LoaderBenchResult>& results);
+
 std::string bench_text(const BenchResult& result);
 std::string bench_json(const BenchResult& result);
 

@@ -9,6 +9,7 @@
 
 #include "shrink/compression/method.h"
 #include "shrink/data/dataset.h"
+#include "shrink/data/loader.h"
 #include "shrink/models/model.h"
 #include "shrink/train/callback.h"
 #include "shrink/train/recipe.h"
@@ -20,9 +21,11 @@ enum class DataNeeds { TrainAndTest, TestOnly };
 struct Experiment {
   Recipe recipe;
   torch::Device device = torch::kCPU;
-  DatasetPtr train_data;  ///< null with DataNeeds::TestOnly
-  DatasetPtr test_data;
-  DataInfo data_info;
+  DataSourcePtr train_data;  ///< null with DataNeeds::TestOnly
+  DataSourcePtr val_data;    ///< null without data.validation_fraction (or with TestOnly)
+  DataSourcePtr test_data;
+  DataCommonOptions data_options;  ///< workers, prefetch, splits
+  DataInfo data_info;              ///< input shape after the test transforms, class count
   ModelPtr model;
   std::vector<MethodPtr> methods;       ///< recipe order
   std::vector<CallbackPtr> callbacks;   ///< recipe order, after the methods
@@ -49,7 +52,12 @@ struct EvalResult {
   int64_t examples = 0;
 };
 
-/// Cross-entropy loss and top-1/top-5 accuracy of `model` on `data` (eval mode, no grad).
-EvalResult evaluate(const ModelPtr& model, const Dataset& data, int64_t batch_size, torch::Device device);
+/// Cross-entropy loss and top-1/top-5 accuracy of `model` on `data` (eval mode, no grad), with
+/// `workers` loader threads.
+EvalResult evaluate(const ModelPtr& model, const DataSourcePtr& data, int64_t batch_size, torch::Device device,
+                    int64_t workers = 0);
+
+/// The loader of the training split as the recipe sets it (batch size, seed, workers).
+LoaderOptions train_loader_options(const Experiment& experiment);
 
 }  // namespace shrink

@@ -20,8 +20,10 @@ struct TrainResult {
   std::string run_dir;
   int64_t epochs_completed = 0;
   int64_t steps = 0;
-  EvalResult final_eval;
-  double best_top1 = -1;
+  EvalResult final_eval;  ///< last evaluation of the eval split (validation if any, else test)
+  EvalResult test_eval;   ///< the test split after training (= final_eval without validation)
+  bool has_validation = false;
+  double best_top1 = -1;  ///< best top-1 on the eval split
   int64_t best_epoch = -1;
   double seconds = 0;
   int threads = 0;
