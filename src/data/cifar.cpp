@@ -9,6 +9,8 @@
 #include <fstream>
 #include <memory>
 
+#include "shrink/data/data_errors.h"
+
 namespace shrink {
 
 namespace detail {
@@ -25,12 +27,6 @@ const char* const kCifarSource =
     "CIFAR binaries come from https://www.cs.toronto.edu/~kriz/cifar.html (the \"binary version\"), "
     "or from `shrink data convert`";
 
-[[noreturn]] void fail_at(const ConfigNode& data, const std::string& key, const std::string& message) {
-  if (data.valid() && data.has(key)) data[key].fail(message);
-  if (data.valid()) data.fail(message);
-  throw UserError(message);
-}
-
 std::vector<std::string> cifar10_classes() {
   return {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"};
 }
@@ -43,12 +39,12 @@ void check_files(const std::string& root, const std::vector<std::string>& paths,
                  const ConfigNode& data) {
   std::error_code ec;
   if (!fs::is_directory(root, ec))
-    fail_at(data, "root",
+    fail_at_key(data, "root",
             fmt::format("{} folder '{}' does not exist; {}; set data.root to the folder holding them", dataset,
                         root, kCifarSource));
   for (const auto& path : paths)
     if (!fs::is_regular_file(path, ec))
-      fail_at(data, "root", fmt::format("{} file '{}' is missing; {}", dataset, path, kCifarSource));
+      fail_at_key(data, "root", fmt::format("{} file '{}' is missing; {}", dataset, path, kCifarSource));
 }
 
 /// Class names from `path` when it exists (it must then name exactly `expected` classes
@@ -209,7 +205,7 @@ DatasetPtr load_cifar100(const Cifar100Options& options, Split split, const Conf
 }
 
 DatasetPtr load_cifar_format(const CifarFormatOptions& options, Split split, const ConfigNode& data) {
-  if (options.root.empty()) fail_at(data, "root", "cifar_format needs data.root: the folder with the files");
+  if (options.root.empty()) fail_at_key(data, "root", "cifar_format needs data.root: the folder with the files");
   auto normalization = make_normalization(options.normalize, options.mean, options.std, 3, data);
   const bool cifar100 = options.layout == "cifar100";
   auto paths = cifar100 ? cifar100_layout_files(options.root, split) : cifar10_layout_files(options.root, split);
@@ -221,12 +217,12 @@ DatasetPtr load_cifar_format(const CifarFormatOptions& options, Split split, con
   int64_t classes = options.num_classes;
   if (classes == 0) {
     if (names.empty())
-      fail_at(data, "num_classes",
+      fail_at_key(data, "num_classes",
               fmt::format("the number of classes is unknown: '{}' is missing or empty; set data.num_classes",
                           names_path));
     classes = static_cast<int64_t>(names.size());
   } else if (!names.empty() && static_cast<int64_t>(names.size()) != classes) {
-    fail_at(data, "num_classes",
+    fail_at_key(data, "num_classes",
             fmt::format("is {} but '{}' names {} classes", classes, names_path, names.size()));
   }
   std::vector<CifarLabel> labels;

@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "shrink/config/options.h"
+#include "shrink/data/data_errors.h"
 #include "shrink/core/rng.h"
 
 namespace shrink {
@@ -225,6 +226,12 @@ DatasetPtr build_dataset(const ConfigNode& data, Split split) {
                               split == Split::Validation ? order.begin() + held : order.end());
   std::sort(chosen.begin(), chosen.end());  // file order within each split
   return std::make_shared<SubsetDataset>(dataset, std::move(chosen));
+}
+
+[[noreturn]] void fail_at_key(const ConfigNode& data, const std::string& key, const std::string& message) {
+  if (data.valid() && data.has(key)) data[key].fail(message);
+  if (data.valid()) data.fail(message);
+  throw UserError(message);
 }
 
 std::optional<Normalization> make_normalization(bool normalize, const std::vector<double>& mean,

@@ -11,16 +11,12 @@
 #include <filesystem>
 #include <set>
 
+#include "shrink/data/data_errors.h"
+
 namespace shrink {
 namespace {
 
 namespace fs = std::filesystem;
-
-[[noreturn]] void fail_at(const ConfigNode& data, const std::string& key, const std::string& message) {
-  if (data.valid() && data.has(key)) data[key].fail(message);
-  if (data.valid()) data.fail(message);
-  throw UserError(message);
-}
 
 /// Sub-folder names of `dir` (hidden ones excluded), sorted in byte order.
 std::vector<std::string> sub_folders(const fs::path& dir) {
@@ -120,8 +116,8 @@ OptionSchema<ImageFolderDataset::Options> ImageFolderDataset::schema() {
 ImageFolderDataset::ImageFolderDataset(Options options, Split split, const ConfigNode& data)
     : options_(std::move(options)) {
   if (options_.channels != 1 && options_.channels != 3)
-    fail_at(data, "channels", fmt::format("must be 1 or 3 (got {})", options_.channels));
-  if (options_.root.empty()) fail_at(data, "root", "image_folder needs data.root: the folder with train/ and val/");
+    fail_at_key(data, "channels", fmt::format("must be 1 or 3 (got {})", options_.channels));
+  if (options_.root.empty()) fail_at_key(data, "root", "image_folder needs data.root: the folder with train/ and val/");
   normalization_ = make_normalization(options_.normalize,
                                       grey_or(options_.mean, {0.485, 0.456, 0.406}, options_.channels),
                                       grey_or(options_.std, {0.229, 0.224, 0.225}, options_.channels),
@@ -129,15 +125,15 @@ ImageFolderDataset::ImageFolderDataset(Options options, Split split, const Confi
   std::error_code ec;
   const fs::path root(options_.root);
   if (!fs::is_directory(root, ec))
-    fail_at(data, "root", fmt::format("image folder '{}' does not exist", options_.root));
+    fail_at_key(data, "root", fmt::format("image folder '{}' does not exist", options_.root));
   const fs::path train_dir = root / options_.train_dir;
   if (!fs::is_directory(train_dir, ec))
-    fail_at(data, options_.train_dir == "train" ? "root" : "train_dir",
+    fail_at_key(data, options_.train_dir == "train" ? "root" : "train_dir",
             fmt::format("training folder '{}' does not exist (expected {}/{}/<class>/<images>)", train_dir.string(),
                         options_.root, options_.train_dir));
   classes_ = sub_folders(train_dir);
   if (classes_.empty())
-    fail_at(data, "root", fmt::format("'{}' has no class sub-folders (expected {}/<class>/<images>)",
+    fail_at_key(data, "root", fmt::format("'{}' has no class sub-folders (expected {}/<class>/<images>)",
                                       train_dir.string(), train_dir.string()));
 
   const bool train = split == Split::Train;
@@ -145,7 +141,7 @@ ImageFolderDataset::ImageFolderDataset(Options options, Split split, const Confi
   split_dir_ = dir.string();
   if (!train) {
     if (!fs::is_directory(dir, ec))
-      fail_at(data, options_.test_dir == "val" ? "root" : "test_dir",
+      fail_at_key(data, options_.test_dir == "val" ? "root" : "test_dir",
               fmt::format("test folder '{}' does not exist (set data.test_dir to the test split's sub-folder)",
                           dir.string()));
     for (const auto& name : sub_folders(dir))

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "shrink/config/options.h"
+#include "shrink/data/data_errors.h"
 #include "shrink/data/dataset.h"
 #include "shrink/data/idx.h"
 
@@ -54,21 +55,15 @@ OptionSchema<MnistFormatOptions<D>> mnist_schema() {
 
 constexpr int64_t kNumClasses = 10;
 
-[[noreturn]] void fail_at(const ConfigNode& data, const std::string& key, const std::string& message) {
-  if (data.valid() && data.has(key)) data[key].fail(message);
-  if (data.valid()) data.fail(message);
-  throw UserError(message);
-}
-
 template <class D>
 DatasetPtr load_mnist_format(const ConfigNode& data, Split split) {
   const auto options = mnist_schema<D>().parse(data, dataset_common_keys());
   if (!(options.std > 0))
-    fail_at(data, "std", "must be positive (got " + detail::format_value(options.std) + ")");
+    fail_at_key(data, "std", "must be positive (got " + detail::format_value(options.std) + ")");
 
   std::error_code ec;
   if (!std::filesystem::is_directory(options.root, ec))
-    fail_at(data, "root",
+    fail_at_key(data, "root",
             std::string(D::kName) + " folder '" + options.root +
                 "' does not exist; run scripts/setup.sh to download it, or set data.root");
 
@@ -79,7 +74,7 @@ DatasetPtr load_mnist_format(const ConfigNode& data, Split split) {
     images_path = resolve_idx(options.root, prefix + "-images-idx3-ubyte");
     labels_path = resolve_idx(options.root, prefix + "-labels-idx1-ubyte");
   } catch (const UserError& e) {
-    fail_at(data, "root", std::string(e.what()) + "; run scripts/setup.sh to download " + D::kName);
+    fail_at_key(data, "root", std::string(e.what()) + "; run scripts/setup.sh to download " + D::kName);
   }
 
   auto images = read_idx(images_path);

@@ -8,16 +8,11 @@
 #include <utility>
 
 #include "shrink/core/rng.h"
+#include "shrink/data/data_errors.h"
 #include "shrink/data/idx.h"
 
 namespace shrink {
 namespace {
-
-[[noreturn]] void fail_at(const ConfigNode& data, const std::string& key, const std::string& message) {
-  if (data.valid() && data.has(key)) data[key].fail(message);
-  if (data.valid()) data.fail(message);
-  throw UserError(message);
-}
 
 // Stream ids for Rng::for_item(seed, stream, index).
 constexpr uint64_t kTrainStream = 0;
@@ -67,11 +62,11 @@ DatasetPtr make_synthetic(const SyntheticOptions& options, Split split, const Co
                                 c, h, w, k));
   const int64_t n = split == Split::Train ? options.train_size : options.test_size;
   const char* size_key = split == Split::Train ? "train_size" : "test_size";
-  if (n < 1) fail_at(data, size_key, fmt::format("must be at least 1 (got {})", n));
+  if (n < 1) fail_at_key(data, size_key, fmt::format("must be at least 1 (got {})", n));
   const int64_t pixels = c * h * w;
   // Guard against sizes that could not fit in memory (4 bytes per pixel, plus the templates).
   if (static_cast<double>(n + (options.learnable ? k : 0)) * pixels * 4 > 8e9)
-    fail_at(data, size_key,
+    fail_at_key(data, size_key,
             fmt::format("{} images of {}x{}x{} need {:.1f} GB; use fewer or smaller images", n, c, h, w,
                         n * pixels * 4e-9));
   auto normalization = make_normalization(options.normalize, options.mean, options.std, c, data);
@@ -188,13 +183,13 @@ Example ClutteredDataset::get(int64_t index) const {
 }
 
 DatasetPtr ClutteredDataset::load(const ClutteredOptions& options, Split split, const ConfigNode& data) {
-  if (!(options.std > 0)) fail_at(data, "std", "must be positive (got " + detail::format_value(options.std) + ")");
+  if (!(options.std > 0)) fail_at_key(data, "std", "must be positive (got " + detail::format_value(options.std) + ")");
   if (options.clutter_size > options.canvas)
-    fail_at(data, "clutter_size",
+    fail_at_key(data, "clutter_size",
             fmt::format("must be at most the canvas ({}), got {}", options.canvas, options.clutter_size));
   std::error_code ec;
   if (!std::filesystem::is_directory(options.root, ec))
-    fail_at(data, "root",
+    fail_at_key(data, "root",
             "Fashion-MNIST folder '" + options.root +
                 "' does not exist; run scripts/setup.sh to download it, or set data.root");
   auto read_split = [&](const std::string& prefix, torch::Tensor& images, torch::Tensor& labels) {
@@ -203,7 +198,7 @@ DatasetPtr ClutteredDataset::load(const ClutteredOptions& options, Split split, 
       images_path = resolve_idx(options.root, prefix + "-images-idx3-ubyte");
       labels_path = resolve_idx(options.root, prefix + "-labels-idx1-ubyte");
     } catch (const UserError& e) {
-      fail_at(data, "root", std::string(e.what()) + "; run scripts/setup.sh to download Fashion-MNIST");
+      fail_at_key(data, "root", std::string(e.what()) + "; run scripts/setup.sh to download Fashion-MNIST");
     }
     images = read_idx(images_path);
     labels = read_idx(labels_path);
@@ -224,7 +219,7 @@ DatasetPtr ClutteredDataset::load(const ClutteredOptions& options, Split split, 
 
   const int64_t wanted = split == Split::Train ? options.train_size : options.test_size;
   if (wanted > items.size(0))
-    fail_at(data, split == Split::Train ? "train_size" : "test_size",
+    fail_at_key(data, split == Split::Train ? "train_size" : "test_size",
             fmt::format("must be at most {}, the size of the split (got {})", items.size(0), wanted));
   if (wanted > 0) {
     items = items.narrow(0, 0, wanted);

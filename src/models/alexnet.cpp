@@ -3,6 +3,7 @@
 #include <string>
 
 #include "shrink/core/error.h"
+#include "shrink/models/model_input.h"
 
 namespace shrink {
 
@@ -14,16 +15,16 @@ OptionSchema<AlexNetImpl::Options> AlexNetImpl::schema() {
 }
 
 AlexNetImpl::AlexNetImpl(Options options_, const DataInfo& data) : options(options_) {
-  detail::check_zoo_image("alexnet", data);
+  image_channels("alexnet", data);
   // Spatial size through conv 11/4 pad 2 and three 3/2 pools (the other convs keep the size).
   for (int i = 1; i <= 2; ++i) {
     int64_t s = detail::conv_out_size(data.sample_shape[i], 11, 4, 2);
     for (int pool = 0; pool < 3; ++pool) s = detail::conv_out_size(s, 3, 2, 0);
     if (s < 1)
-      throw UserError("alexnet: input " + detail::zoo_shape_text(data.sample_shape) +
+      throw UserError("alexnet: input " + shape_text(data.sample_shape) +
                       " is too small (needs at least 63x63 pixels)");
   }
-  const int64_t classes = detail::zoo_num_classes("alexnet", options.num_classes, data);
+  const int64_t classes = model_num_classes("alexnet", options.num_classes, data);
   using torch::nn::MaxPool2d;
   using torch::nn::MaxPool2dOptions;
   using torch::nn::ReLU;

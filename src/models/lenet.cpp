@@ -1,26 +1,10 @@
 #include "shrink/models/lenet.h"
 
+#include "shrink/models/model_input.h"
+
 #include <string>
 
 namespace shrink {
-namespace {
-
-int64_t resolve_classes(const char* model, int64_t from_options, const DataInfo& data) {
-  const int64_t n = from_options > 0 ? from_options : data.num_classes;
-  if (n <= 0)
-    throw UserError(std::string(model) +
-                    ": the number of classes is unknown (the data does not say); set model.num_classes");
-  return n;
-}
-
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string s;
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "x" : "") + std::to_string(shape[i]);
-  return s.empty() ? "(empty)" : s;
-}
-
-}  // namespace
-
 OptionSchema<LeNet300Impl::Options> LeNet300Impl::schema() {
   OptionSchema<Options> s;
   s.add("num_classes", &Options::num_classes, "Number of outputs (0 = the dataset's class count).").min(0);
@@ -32,7 +16,7 @@ LeNet300Impl::LeNet300Impl(Options options_, const DataInfo& data) : options(opt
   for (int64_t d : data.sample_shape) in_features *= d;
   if (data.sample_shape.empty() || in_features <= 0)
     throw UserError("lenet300: needs a non-empty input shape, got " + shape_text(data.sample_shape));
-  const int64_t classes = resolve_classes("lenet300", options.num_classes, data);
+  const int64_t classes = model_num_classes("lenet300", options.num_classes, data);
   fc1 = register_module("fc1", nn::Linear(in_features, 300));
   fc2 = register_module("fc2", nn::Linear(300, 100));
   fc3 = register_module("fc3", nn::Linear(100, classes));
@@ -61,7 +45,7 @@ LeNet5Impl::LeNet5Impl(Options options_, const DataInfo& data) : options(options
   if (c <= 0 || h - 4 < 2 || w - 4 < 2 || h2 <= 0 || w2 <= 0)
     throw UserError("lenet5: input " + shape_text(data.sample_shape) +
                     " is too small (needs at least 16x16 pixels)");
-  const int64_t classes = resolve_classes("lenet5", options.num_classes, data);
+  const int64_t classes = model_num_classes("lenet5", options.num_classes, data);
   conv1 = register_module("conv1", nn::Conv2d(c, 20, 5));
   conv2 = register_module("conv2", nn::Conv2d(20, 50, 5));
   fc1 = register_module("fc1", nn::Linear(50 * h2 * w2, 500));

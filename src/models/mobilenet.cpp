@@ -6,6 +6,7 @@
 #include <string>
 
 #include "shrink/core/error.h"
+#include "shrink/models/model_input.h"
 
 namespace shrink {
 
@@ -30,11 +31,11 @@ OptionSchema<MobileNetV1Impl::Options> MobileNetV1Impl::schema() {
 
 MobileNetV1Impl::MobileNetV1Impl(Options options_, const DataInfo& data, bool cifar, const std::string& model_name)
     : options(options_) {
-  detail::check_zoo_image(model_name, data);
+  image_channels(model_name, data);
   if (!(options.width_multiplier > 0))
     throw UserError(model_name + ": width_multiplier must be positive (got " +
                     std::to_string(options.width_multiplier) + ")");
-  const int64_t classes = detail::zoo_num_classes(model_name, options.num_classes, data);
+  const int64_t classes = model_num_classes(model_name, options.num_classes, data);
   const auto width = [&](int64_t c) {
     return std::max<int64_t>(1, static_cast<int64_t>(c * options.width_multiplier));
   };
@@ -75,11 +76,11 @@ OptionSchema<MobileNetV2Impl::Options> MobileNetV2Impl::schema() {
 
 MobileNetV2Impl::MobileNetV2Impl(Options options_, const DataInfo& data, bool cifar, const std::string& model_name)
     : options(options_) {
-  detail::check_zoo_image(model_name, data);
+  image_channels(model_name, data);
   if (!(options.width_multiplier > 0))
     throw UserError(model_name + ": width_multiplier must be positive (got " +
                     std::to_string(options.width_multiplier) + ")");
-  const int64_t classes = detail::zoo_num_classes(model_name, options.num_classes, data);
+  const int64_t classes = model_num_classes(model_name, options.num_classes, data);
   const double alpha = options.width_multiplier;
   struct Setting {
     int64_t t, c, n, s;

@@ -1,4 +1,5 @@
 #include "shrink/models/model.h"
+#include "shrink/models/model_input.h"
 
 #include <algorithm>
 
@@ -41,6 +42,30 @@ const torch::Tensor& ModelImpl::tap(const std::string& name) const {
     throw UserError("tap '" + name + "' is not recorded; call record_taps({\"" + name +
                     "\", ...}) before the forward (taps of this model: " + joined(tap_names_) + ")");
   throw UserError("tap '" + name + "' was not reached by the last forward (no forward yet?)");
+}
+
+}  // namespace shrink
+
+namespace shrink {
+
+int64_t model_num_classes(const std::string& model, int64_t from_options, const DataInfo& data) {
+  const int64_t n = from_options > 0 ? from_options : data.num_classes;
+  if (n <= 0)
+    throw UserError(model + ": the number of classes is unknown (the data does not say); set model.num_classes");
+  return n;
+}
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string s;
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "x" : "") + std::to_string(shape[i]);
+  return s.empty() ? "(empty)" : s;
+}
+
+int64_t image_channels(const std::string& model, const DataInfo& data) {
+  const auto& s = data.sample_shape;
+  if (s.size() != 3 || s[0] <= 0 || s[1] <= 0 || s[2] <= 0)
+    throw UserError(model + ": needs images [C, H, W], got input shape " + shape_text(s));
+  return s[0];
 }
 
 }  // namespace shrink

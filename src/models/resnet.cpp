@@ -1,5 +1,7 @@
 #include "shrink/models/resnet.h"
 
+#include "shrink/models/model_input.h"
+
 #include <string>
 
 #include "shrink/core/error.h"
@@ -8,27 +10,6 @@ namespace shrink {
 namespace {
 
 using torch::nn::BatchNorm2d;
-
-int64_t resolve_classes(const std::string& model, int64_t from_options, const DataInfo& data) {
-  const int64_t n = from_options > 0 ? from_options : data.num_classes;
-  if (n <= 0)
-    throw UserError(model + ": the number of classes is unknown (the data does not say); set model.num_classes");
-  return n;
-}
-
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string s;
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "x" : "") + std::to_string(shape[i]);
-  return s.empty() ? "(empty)" : s;
-}
-
-/// The input channels of image data [C, H, W]; UserError for anything else.
-int64_t image_channels(const std::string& model, const DataInfo& data) {
-  const auto& s = data.sample_shape;
-  if (s.size() != 3 || s[0] <= 0 || s[1] <= 0 || s[2] <= 0)
-    throw UserError(model + ": needs images [C, H, W], got input shape " + shape_text(s));
-  return s[0];
-}
 
 nn::Conv2d conv3x3(int64_t in, int64_t out, int64_t stride) {
   return nn::Conv2d(nn::Conv2dOptions(in, out, 3).stride(stride).padding(1).bias(false));
@@ -222,7 +203,7 @@ CifarResNetImpl::CifarResNetImpl(Options options_, const DataInfo& data, int64_t
   const std::string model = "resnet" + std::to_string(depth);
   TORCH_CHECK(depth >= 8 && (depth - 2) % 6 == 0, "CIFAR ResNet depth must be 6n + 2, got ", depth);
   const int64_t channels = image_channels(model, data);
-  const int64_t classes = resolve_classes(model, options.num_classes, data);
+  const int64_t classes = model_num_classes(model, options.num_classes, data);
   const int64_t n = (depth - 2) / 6;
   const ShortcutKind kind = parse_shortcut(model, options.shortcut);
 
@@ -272,7 +253,7 @@ PreActResNetImpl::PreActResNetImpl(Options options_, const DataInfo& data, int64
   const std::string model = "preact_resnet" + std::to_string(depth);
   TORCH_CHECK(depth >= 8 && (depth - 2) % 6 == 0, "pre-activation ResNet depth must be 6n + 2, got ", depth);
   const int64_t channels = image_channels(model, data);
-  const int64_t classes = resolve_classes(model, options.num_classes, data);
+  const int64_t classes = model_num_classes(model, options.num_classes, data);
   const int64_t n = (depth - 2) / 6;
   const ShortcutKind kind = parse_shortcut(model, options.shortcut);
 
@@ -325,7 +306,7 @@ WideResNetImpl::WideResNetImpl(Options options_, const DataInfo& data, int64_t d
   if (!(options.dropout >= 0 && options.dropout <= 1))
     throw UserError(model + ": dropout must be in [0, 1] (got " + std::to_string(options.dropout) + ")");
   const int64_t channels = image_channels(model, data);
-  const int64_t classes = resolve_classes(model, options.num_classes, data);
+  const int64_t classes = model_num_classes(model, options.num_classes, data);
   const int64_t n = (depth - 4) / 6;
   const int64_t k = options.widen_factor;
 
@@ -377,7 +358,7 @@ ImageNetResNetImpl::ImageNetResNetImpl(Options options_, const DataInfo& data, s
   for (int64_t b : blocks) total_blocks += b;
   const std::string model = "resnet" + std::to_string((bottleneck ? 3 : 2) * total_blocks + 2);
   const int64_t channels = image_channels(model, data);
-  const int64_t classes = resolve_classes(model, options.num_classes, data);
+  const int64_t classes = model_num_classes(model, options.num_classes, data);
 
   conv1 = register_module("conv1", nn::Conv2d(nn::Conv2dOptions(channels, 64, 7).stride(2).padding(3).bias(false)));
   bn1 = register_module("bn1", BatchNorm2d(64));

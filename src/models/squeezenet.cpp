@@ -3,6 +3,7 @@
 #include <string>
 
 #include "shrink/core/error.h"
+#include "shrink/models/model_input.h"
 
 namespace shrink {
 
@@ -15,7 +16,7 @@ OptionSchema<SqueezeNetImpl::Options> SqueezeNetImpl::schema() {
 
 SqueezeNetImpl::SqueezeNetImpl(Options options_, const DataInfo& data, bool cifar_stem, const std::string& model_name)
     : options(options_) {
-  detail::check_zoo_image(model_name, data);
+  image_channels(model_name, data);
   // Spatial size after the stem and the three pools; each pool needs at least 3 pixels.
   const auto trunk_size = [cifar_stem](int64_t s) {
     if (!cifar_stem) s = detail::conv_out_size(s, 3, 2, 0);
@@ -25,11 +26,11 @@ SqueezeNetImpl::SqueezeNetImpl(Options options_, const DataInfo& data, bool cifa
   if (trunk_size(data.sample_shape[1]) < 1 || trunk_size(data.sample_shape[2]) < 1) {
     int64_t min_size = 1;
     while (trunk_size(min_size) < 1) ++min_size;
-    throw UserError(model_name + ": input " + detail::zoo_shape_text(data.sample_shape) +
+    throw UserError(model_name + ": input " + shape_text(data.sample_shape) +
                     " is too small (needs at least " + std::to_string(min_size) + "x" + std::to_string(min_size) +
                     " pixels)");
   }
-  const int64_t classes = detail::zoo_num_classes(model_name, options.num_classes, data);
+  const int64_t classes = model_num_classes(model_name, options.num_classes, data);
   const auto pool = [] { return torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(3).stride(2).ceil_mode(true)); };
   features = register_module("features", torch::nn::ModuleList());
   features->push_back(cifar_stem ? nn::Conv2d(nn::Conv2dOptions(data.sample_shape[0], 64, 3).padding(1))

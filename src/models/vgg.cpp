@@ -3,6 +3,7 @@
 #include <string>
 
 #include "shrink/core/error.h"
+#include "shrink/models/model_input.h"
 
 namespace shrink {
 namespace {
@@ -45,10 +46,10 @@ int64_t last_channels(const VggConfig& config) {
 }
 
 void check_vgg_input(const std::string& name, const DataInfo& data, const VggConfig& config) {
-  detail::check_zoo_image(name, data);
+  image_channels(name, data);
   const int64_t min_size = int64_t{1} << pools_in(config);
   if (data.sample_shape[1] < min_size || data.sample_shape[2] < min_size)
-    throw UserError(name + ": input " + detail::zoo_shape_text(data.sample_shape) + " is too small (its " +
+    throw UserError(name + ": input " + shape_text(data.sample_shape) + " is too small (its " +
                     std::to_string(pools_in(config)) + " max pools need at least " + std::to_string(min_size) + "x" +
                     std::to_string(min_size) + " pixels)");
 }
@@ -78,7 +79,7 @@ VggImpl::VggImpl(Options options_, const DataInfo& data, const VggConfig& config
                  const std::string& model_name)
     : options(options_) {
   check_vgg_input(model_name, data, config);
-  const int64_t classes = detail::zoo_num_classes(model_name, options.num_classes, data);
+  const int64_t classes = model_num_classes(model_name, options.num_classes, data);
   features = register_module("features", torch::nn::ModuleList());
   taps_ = make_vgg_layers(features, data.sample_shape[0], config, batch_norm);
   avgpool = register_module("avgpool", torch::nn::AdaptiveAvgPool2d(torch::nn::AdaptiveAvgPool2dOptions({7, 7})));
@@ -112,7 +113,7 @@ VggCifarImpl::VggCifarImpl(Options options_, const DataInfo& data, const VggConf
                            const std::string& model_name)
     : options(options_) {
   check_vgg_input(model_name, data, config);
-  const int64_t classes = detail::zoo_num_classes(model_name, options.num_classes, data);
+  const int64_t classes = model_num_classes(model_name, options.num_classes, data);
   features = register_module("features", torch::nn::ModuleList());
   taps_ = make_vgg_layers(features, data.sample_shape[0], config, /*batch_norm=*/true);
   const int64_t scale = int64_t{1} << pools_in(config);

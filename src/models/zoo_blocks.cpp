@@ -179,25 +179,6 @@ torch::Tensor ZooModelImpl::forward_with_taps(const torch::nn::ModuleList& list,
 
 namespace detail {
 
-int64_t zoo_num_classes(const std::string& model, int64_t from_options, const DataInfo& data) {
-  const int64_t n = from_options > 0 ? from_options : data.num_classes;
-  if (n <= 0)
-    throw UserError(model + ": the number of classes is unknown (the data does not say); set model.num_classes");
-  return n;
-}
-
-std::string zoo_shape_text(const std::vector<int64_t>& shape) {
-  std::string s;
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "x" : "") + std::to_string(shape[i]);
-  return s.empty() ? "(empty)" : s;
-}
-
-void check_zoo_image(const std::string& model, const DataInfo& data) {
-  const auto& s = data.sample_shape;
-  if (s.size() != 3 || s[0] <= 0 || s[1] <= 0 || s[2] <= 0)
-    throw UserError(model + ": needs images [C, H, W], got input shape " + zoo_shape_text(s));
-}
-
 int64_t conv_out_size(int64_t in, int64_t kernel, int64_t stride, int64_t padding, bool ceil_mode) {
   const int64_t span = in + 2 * padding - kernel;
   if (span < 0) return 0;

@@ -184,12 +184,6 @@ class ZooModelImpl : public ModelImpl {
 };
 
 namespace detail {
-/// num_classes from the options, else from the data; UserError naming the model when neither says.
-int64_t zoo_num_classes(const std::string& model, int64_t from_options, const DataInfo& data);
-/// Checks that the data are images [C, H, W] with positive sizes; UserError naming the model.
-void check_zoo_image(const std::string& model, const DataInfo& data);
-/// "3x32x32"
-std::string zoo_shape_text(const std::vector<int64_t>& shape);
 /// torchvision's init of VGG and MobileNet: conv weights kaiming_normal(fan_out, relu), conv
 /// biases 0, BN weight 1 and bias 0, Linear weights N(0, 0.01) and biases 0.
 void init_like_torchvision(torch::nn::Module& model);  // children only (safe in constructors)
