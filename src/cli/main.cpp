@@ -6,9 +6,11 @@
 #include <CLI/CLI.hpp>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <unistd.h>
 #include <nlohmann/json.hpp>
 
+#include "cli_common.h"
 #include "shrink/compression/method.h"
 #include "shrink/config/recipe_file.h"
 #include "shrink/core/compat.h"
@@ -17,6 +19,7 @@
 #include "shrink/data/transforms.h"
 #include "shrink/report/bench.h"
 #include "shrink/report/summary.h"
+#include "shrink/sharing/compressed_model.h"
 #include "shrink/train/checkpoint.h"
 #include "shrink/train/optim.h"
 #include "shrink/train/trainer.h"
@@ -26,45 +29,7 @@ using namespace shrink;
 
 namespace {
 
-bool is_recipe_file(const std::string& path) {
-  auto ext = fs::path(path).extension().string();
-  return ext == ".yaml" || ext == ".yml";
-}
-
-/// A checkpoint file, or the last.pt of a run directory.
-std::string checkpoint_in(const std::string& path) {
-  if (fs::is_directory(path)) {
-    auto last = (fs::path(path) / "last.pt").string();
-    if (!fs::exists(last)) throw UserError("'" + path + "' is a folder without last.pt (not a run directory?)");
-    return last;
-  }
-  if (!fs::exists(path)) throw UserError("'" + path + "' does not exist");
-  return path;
-}
-
-/// The resolved recipe of a checkpoint, with overrides applied on top.
-ConfigNode recipe_of_checkpoint(const std::string& checkpoint, const std::vector<std::string>& overrides) {
-  auto root = read_yaml_string(read_checkpoint_recipe(checkpoint), checkpoint + " (recipe)");
-  for (size_t i = 0; i < overrides.size(); ++i) apply_override(root, overrides[i], static_cast<int>(i));
-  return ConfigNode(root, "");
-}
-
-/// Builds an experiment, restoring a checkpoint when given (methods' state, structure, weights).
-Experiment load_experiment(const ConfigNode& recipe, const std::string& checkpoint, DataNeeds needs) {
-  auto e = build_experiment(recipe, needs);
-  apply_runtime_settings(e.recipe);
-  if (!checkpoint.empty()) load_checkpoint_methods(checkpoint, e);
-  prepare_experiment(e);
-  if (!checkpoint.empty()) load_checkpoint_model(checkpoint, e);
-  return e;
-}
-
-std::pair<std::string, std::string> summary_of(Experiment& e) {
-  auto dense = summarize(build_dense_model(e), e.data_info.sample_shape);
-  auto compressed = summarize(e.model, e.data_info.sample_shape);
-  auto cmp = compare(dense, compressed);
-  return {summary_table(compressed, cmp), summary_json(compressed, cmp)};
-}
+using namespace shrink::cli;
 
 // ---------------------------------------------------------------------------------------------
 
@@ -205,15 +170,15 @@ int main(int argc, char** argv) {
   train_cmd->add_option("--resume", resume_dir, "Continue the run in this directory from its last.pt");
   train_cmd->add_flag("--quiet", quiet, "Print nothing but errors (log.txt is still written)");
 
-  auto* eval_cmd = app.add_subcommand("eval", "Evaluate a checkpoint: test loss, top-1, top-5");
-  eval_cmd->add_option("recipe", recipe_path, "Recipe YAML file, or a run directory / checkpoint")->required();
+  auto* eval_cmd = app.add_subcommand("eval", "Evaluate a checkpoint or a compressed model file: test loss, top-1, top-5");
+  eval_cmd->add_option("recipe", recipe_path, "Recipe YAML file, a run directory / checkpoint, or a file from `shrink export --format compressed`")->required();
   eval_cmd->add_option("--checkpoint", checkpoint, "Checkpoint file (default: the run directory's last.pt)");
   eval_cmd->add_option("--set", overrides, "Override a recipe key (repeatable)")->allow_extra_args(false);
   eval_cmd->add_flag("--json", as_json, "Print JSON");
 
   auto* summary_cmd = app.add_subcommand(
       "summary", "Per-layer parameters, sparsity, bits and MACs; compression rate and MAC reduction");
-  summary_cmd->add_option("target", target, "Recipe YAML, checkpoint file or run directory")->required();
+  summary_cmd->add_option("target", target, "Recipe YAML, checkpoint file, run directory or compressed model file")->required();
   summary_cmd->add_option("--set", overrides, "Override a recipe key (repeatable)")->allow_extra_args(false);
   summary_cmd->add_flag("--json", as_json, "Print JSON");
 
@@ -224,6 +189,10 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--repeats", repeats, "Timed inference repeats per batch size")->check(CLI::Range(1, 100000));
   bench_cmd->add_option("--set", overrides, "Override a recipe key (repeatable)")->allow_extra_args(false);
   bench_cmd->add_flag("--json", as_json, "Print JSON");
+  bool compare_dense = false;
+  bench_cmd->add_flag("--compare-dense", compare_dense,
+                      "Also time the recipe without its compression entries, alternating step by step, and "
+                      "print the ratio");
   bool loader_bench = false;
   std::vector<int64_t> loader_workers = {1, 2};
   int64_t loader_batches = 100;
@@ -236,6 +205,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 64));
   bench_cmd->add_option("--loader-batches", loader_batches, "Batches timed per worker count with --loader")
       ->check(CLI::Range(1, 1000000));
+
+  auto sensitivity_cmd = cli::add_sensitivity_command(app);
+  auto export_cmd = cli::add_export_command(app);
 
   auto* data_cmd = app.add_subcommand(
       "data", "Dataset tools: `data convert` writes a dataset as CIFAR binaries or an image folder");
@@ -309,16 +281,23 @@ int main(int argc, char** argv) {
     }
 
     if (*eval_cmd) {
-      ConfigNode recipe;
-      if (is_recipe_file(recipe_path)) {
-        recipe = load_recipe(recipe_path, overrides);
-        if (checkpoint.empty()) throw UserError("eval: --checkpoint FILE is required with a recipe");
+      Experiment e;
+      if (checkpoint.empty() && sharing::is_compressed_model(recipe_path)) {
+        // A file written by `shrink export --format compressed`: decoded into its recipe's model.
+        checkpoint = recipe_path;
+        e = sharing::load_compressed_experiment(recipe_path, overrides);
       } else {
-        if (checkpoint.empty()) checkpoint = checkpoint_in(recipe_path);
-        recipe = recipe_of_checkpoint(checkpoint, overrides);
+        ConfigNode recipe;
+        if (is_recipe_file(recipe_path)) {
+          recipe = load_recipe(recipe_path, overrides);
+          if (checkpoint.empty()) throw UserError("eval: --checkpoint FILE is required with a recipe");
+        } else {
+          if (checkpoint.empty()) checkpoint = checkpoint_in(recipe_path);
+          recipe = recipe_of_checkpoint(checkpoint, overrides);
+        }
+        checkpoint = checkpoint_in(checkpoint);
+        e = load_experiment(recipe, checkpoint, DataNeeds::TestOnly);
       }
-      checkpoint = checkpoint_in(checkpoint);
-      auto e = load_experiment(recipe, checkpoint, DataNeeds::TestOnly);
       auto r = evaluate(e.model, e.test_data, e.recipe.train.eval_batch_size, e.device, e.data_options.workers);
       if (as_json) {
         fmt::print("{}\n", nlohmann::json{{"checkpoint", checkpoint},
@@ -335,19 +314,20 @@ int main(int argc, char** argv) {
     }
 
     if (*summary_cmd) {
-      ConfigNode recipe;
-      std::string ckpt;
-      if (is_recipe_file(target)) {
-        recipe = load_recipe(target, overrides);
+      Experiment e;
+      if (sharing::is_compressed_model(target)) {
+        e = sharing::load_compressed_experiment(target, overrides);
       } else {
-        ckpt = checkpoint_in(target);
-        recipe = recipe_of_checkpoint(ckpt, overrides);
+        auto [recipe, ckpt] = recipe_or_run(target, overrides);
+        e = load_experiment(recipe, ckpt, DataNeeds::TestOnly);
       }
-      auto e = load_experiment(recipe, ckpt, DataNeeds::TestOnly);
       auto [table, json] = summary_of(e);
       fmt::print("{}\n", as_json ? json : table);
       return 0;
     }
+
+    if (*sensitivity_cmd.command) return sensitivity_cmd.run();
+    if (*export_cmd.command) return export_cmd.run();
 
     if (*convert_cmd) {
       ConfigNode root = load_recipe(recipe_path, overrides);
@@ -391,7 +371,13 @@ int main(int argc, char** argv) {
                                     : loader_bench_text(loader, e.train_data->transforms().describe()));
         return 0;
       }
-      auto r = run_bench(e, steps, repeats);
+      std::optional<Experiment> dense;
+      if (compare_dense) {
+        auto dense_overrides = overrides;
+        dense_overrides.push_back("compression=[]");
+        dense.emplace(build_experiment(load_recipe(recipe_path, dense_overrides)));
+      }
+      auto r = run_bench(e, steps, repeats, dense ? &*dense : nullptr);
       if (as_json) {
         auto j = nlohmann::json::parse(bench_json(r));
         if (loader_bench) j["loader"] = nlohmann::json::parse(loader_bench_json(loader));

@@ -31,6 +31,9 @@ namespace detail {
 void register_builtin_methods(Registry<MethodFactory>& registry) {
   registry.add(method_entry<L1Regularization>(
       "l1_regularization", "L1 penalty on the targeted weights (sparsity-inducing regularizer)"));
+  register_pruning_methods(registry);
+  register_structure_methods(registry);
+  register_sharing_methods(registry);
 }
 }  // namespace detail
 

@@ -46,4 +46,17 @@ torch::Device parse_device(const std::string& text) {
   throw UserError("unknown device '" + text + "'; expected cpu, cuda or cuda:N");
 }
 
+bool erase_optimizer_state(torch::optim::Optimizer& optimizer, const torch::Tensor& param) {
+#if TORCH_VERSION_MAJOR >= 2
+  // 2.x keys the state by the TensorImpl pointer.
+  return optimizer.state().erase(param.unsafeGetTensorImpl()) > 0;
+#else
+  return optimizer.state().erase(c10::guts::to_string(param.unsafeGetTensorImpl())) > 0;
+#endif
+}
+
+torch::Generator make_cpu_generator(uint64_t seed) {
+  return at::make_generator<at::CPUGeneratorImpl>(seed);
+}
+
 }  // namespace shrink::compat

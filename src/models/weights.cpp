@@ -1,5 +1,7 @@
 #include "shrink/models/weights.h"
 
+#include "shrink/pruning/mask.h"
+
 #include <caffe2/serialize/inline_container.h>
 #include <fnmatch.h>
 #include <torch/csrc/jit/serialization/unpickler.h>
@@ -300,6 +302,14 @@ WeightsReport load_weights(torch::nn::Module& model, const WeightsSpec& spec) {
   WeightsReport report;
   report.path = spec.path;
   const auto file = read_weights_file(spec.path, spec.format, &report.format);
+  // Pruning masks in the file (`<layer>.weight_mask`) come with their layers: a pruned model
+  // loads into a freshly built one with its masks, and the trainer keeps its zeros.
+  {
+    std::vector<std::string> names;
+    for (const auto& [file_name, tensor] : file)
+      if (!matches_any(renamed(file_name, spec.rename), spec.exclude)) names.push_back(renamed(file_name, spec.rename));
+    pruning::enable_masks_named(model, names);
+  }
 
   // The model's tensors by name, in model order.
   std::vector<std::pair<std::string, torch::Tensor>> targets;

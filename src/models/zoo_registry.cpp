@@ -1,6 +1,7 @@
 // Registers the model zoo (VGG, AlexNet, SqueezeNet, MobileNet V1/V2); called from
 // register_builtin_models (model_registry.cpp).
 #include "shrink/models/alexnet.h"
+#include "shrink/models/mlp.h"
 #include "shrink/models/mobilenet.h"
 #include "shrink/models/model.h"
 #include "shrink/models/squeezenet.h"
@@ -36,6 +37,12 @@ void register_zoo_models(Registry<ModelFactory>& registry) {
   add_builtin_model<MobileNetV2CifarImpl>(
       registry, "mobilenet_v2_cifar",
       "MobileNet V2 with the stem and the 24-channel stage at stride 1 for 32x32 (ends at 4x4)");
+  add_builtin_model<MlpImpl>(registry, "mlp",
+                             "Multilayer perceptron of Shrink Linear layers fc1, fc2, ... (hidden widths, dropout); "
+                             "default [300, 100] = LeNet-300-100");
+  add_builtin_model<HashedMlpImpl>(registry, "hashed_mlp",
+                                   "HashedNets MLP (Chen et al. 2015): every layer a HashedLinear storing `compression` "
+                                   "of its virtual weights");
 }
 
 }  // namespace shrink::detail

@@ -22,6 +22,7 @@ void Conv2dImpl::reset() {
   } else {
     bias = register_parameter("bias", {}, /*requires_grad=*/false);
   }
+  weight_mask = options.masked() ? register_buffer("weight_mask", torch::ones_like(weight)) : torch::Tensor();
   reset_parameters();
 }
 
@@ -42,6 +43,18 @@ torch::Tensor Conv2dImpl::forward(const torch::Tensor& input) {
   out_h_ = output.size(-2);
   out_w_ = output.size(-1);
   return output;
+}
+
+void Conv2dImpl::enable_mask() {
+  if (options.masked()) return;
+  options.masked(true);
+  weight_mask = register_buffer("weight_mask", torch::ones_like(weight));
+}
+
+void Conv2dImpl::apply_mask() {
+  if (!weight_mask.defined()) return;
+  torch::NoGradGuard no_grad;
+  weight.mul_(weight_mask);
 }
 
 int64_t Conv2dImpl::macs_per_sample() const {

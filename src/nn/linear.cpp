@@ -16,6 +16,7 @@ void LinearImpl::reset() {
   } else {
     bias = register_parameter("bias", {}, /*requires_grad=*/false);
   }
+  weight_mask = options.masked() ? register_buffer("weight_mask", torch::ones_like(weight)) : torch::Tensor();
   reset_parameters();
 }
 
@@ -35,6 +36,18 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& input) {
   for (size_t d = 1; d + 1 < sizes.size(); ++d) positions *= sizes[d];
   positions_ = positions;
   return torch::linear(input, weight, bias);
+}
+
+void LinearImpl::enable_mask() {
+  if (options.masked()) return;
+  options.masked(true);
+  weight_mask = register_buffer("weight_mask", torch::ones_like(weight));
+}
+
+void LinearImpl::apply_mask() {
+  if (!weight_mask.defined()) return;
+  torch::NoGradGuard no_grad;
+  weight.mul_(weight_mask);
 }
 
 int64_t LinearImpl::macs_per_sample() const {

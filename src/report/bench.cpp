@@ -52,39 +52,41 @@ Timing Timing::from(std::vector<double> samples) {
   return t;
 }
 
-BenchResult run_bench(Experiment& e, int64_t steps, int64_t repeats) {
-  TORCH_CHECK(e.train_data, "bench needs the training split");
-  BenchResult r;
-  TORCH_CHECK(e.train_data->size() > 0, "bench: the training split is empty");
-  r.batch_size = std::min(e.recipe.train.batch_size, e.train_data->size());
-  r.threads = at::get_num_threads();
-  r.device = e.recipe.device;
-  prepare_experiment(e);
-  auto built = build_optimizer(e.model, e.recipe.train);
-  auto callbacks = e.all_callbacks();
-
-  // Real batches from the training split (up to 64 distinct ones, cycled), fetched before timing.
-  const int64_t n = e.train_data->size();
-  const int64_t bs = std::min(r.batch_size, n);
-  const int64_t warmup_steps = 3;
+namespace {
+/// One experiment ready to step: prepared model, optimizer, callbacks, batches fetched up front.
+struct Stepper {
+  Experiment& e;
+  BuiltOptimizer built;
+  std::vector<Callback*> callbacks;
   std::vector<Batch> batches;
-  for (int64_t b = 0; b < std::min<int64_t>({64, n / bs, warmup_steps + steps}); ++b) {
-    std::vector<int64_t> idx(bs);
-    for (int64_t i = 0; i < bs; ++i) idx[i] = b * bs + i;
-    auto batch = e.train_data->load(idx, static_cast<uint64_t>(e.recipe.seed), 0, b * bs);
-    batches.push_back({batch.inputs.to(e.device), batch.targets.to(e.device)});
-  }
   TrainContext ctx;
-  ctx.model = e.model;
-  ctx.optimizer = built.optimizer.get();
-  ctx.device = e.device;
-  ctx.steps_per_epoch = std::max<int64_t>(1, n / bs);
-  ctx.total_steps = warmup_steps + steps;
-  auto loss_options = torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(e.recipe.train.label_smoothing);
-  for (auto* cb : callbacks) cb->on_train_begin(ctx);
-  for (auto* cb : callbacks) cb->on_epoch_begin(ctx);
-  e.model->train();
-  auto step = [&](int64_t i) {
+  torch::nn::functional::CrossEntropyFuncOptions loss_options;
+
+  Stepper(Experiment& experiment, int64_t bs, int64_t total_steps) : e(experiment) {
+    prepare_experiment(e);
+    built = build_optimizer(e.model, e.recipe.train);
+    callbacks = e.all_callbacks();
+    const int64_t n = e.train_data->size();
+    // Real batches from the training split (up to 64 distinct ones, cycled), fetched before timing.
+    for (int64_t b = 0; b < std::min<int64_t>({64, n / bs, total_steps}); ++b) {
+      std::vector<int64_t> idx(bs);
+      for (int64_t i = 0; i < bs; ++i) idx[i] = b * bs + i;
+      auto batch = e.train_data->load(idx, static_cast<uint64_t>(e.recipe.seed), 0, b * bs);
+      batches.push_back({batch.inputs.to(e.device), batch.targets.to(e.device)});
+    }
+    ctx.model = e.model;
+    ctx.optimizer = built.optimizer.get();
+    ctx.device = e.device;
+    ctx.steps_per_epoch = std::max<int64_t>(1, n / bs);
+    ctx.total_steps = total_steps;
+    ctx.calibration_batch = [this](int64_t i) { return batches[i % batches.size()]; };
+    loss_options = torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(e.recipe.train.label_smoothing);
+    for (auto* cb : callbacks) cb->on_train_begin(ctx);
+    for (auto* cb : callbacks) cb->on_epoch_begin(ctx);
+    e.model->train();
+  }
+
+  void step(int64_t i) {
     ctx.batch = &batches[i % batches.size()];
     ctx.lr = built.base_lrs.front();
     // A non-finite loss skips backward: timing such steps would report a fraction of the cost.
@@ -96,23 +98,70 @@ BenchResult run_bench(Experiment& e, int64_t steps, int64_t repeats) {
     sync(e.device);
     for (auto* cb : callbacks) cb->on_step_end(ctx);
     ++ctx.step;
-  };
-  for (int64_t i = 0; i < warmup_steps; ++i) step(i);
-  r.train_step = Timing::from(time_each(steps, step));
+  }
+};
 
+double elapsed_ms(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
+
+/// Inference timings of each model, alternating between them at every repeat.
+std::vector<std::pair<Timing, Timing>> time_inference(const std::vector<Stepper*>& steppers, int64_t repeats) {
   torch::NoGradGuard no_grad;
-  e.model->eval();
-  auto one = batches.front().inputs.slice(0, 0, 1).contiguous();
-  auto full = batches.front().inputs;
-  auto infer = [&](const torch::Tensor& x) {
-    return [&, x](int64_t) {
-      e.model->forward(x);
-      sync(e.device);
-    };
+  std::vector<std::vector<double>> one_ms(steppers.size()), full_ms(steppers.size());
+  for (auto* s : steppers) s->e.model->eval();
+  auto run = [&](size_t k, bool single) {
+    auto& s = *steppers[k];
+    const auto& full = s.batches.front().inputs;
+    auto x = single ? full.slice(0, 0, 1).contiguous() : full;
+    auto t0 = Clock::now();
+    s.e.model->forward(x);
+    sync(s.e.device);
+    return elapsed_ms(t0);
   };
-  for (int i = 0; i < 3; ++i) infer(one)(0), infer(full)(0);
-  r.infer_batch1 = Timing::from(time_each(repeats, infer(one)));
-  r.infer_batch = Timing::from(time_each(repeats, infer(full)));
+  for (int i = 0; i < 3; ++i)
+    for (size_t k = 0; k < steppers.size(); ++k) run(k, true), run(k, false);
+  for (int64_t i = 0; i < repeats; ++i)
+    for (size_t k = 0; k < steppers.size(); ++k) one_ms[k].push_back(run(k, true));
+  for (int64_t i = 0; i < repeats; ++i)
+    for (size_t k = 0; k < steppers.size(); ++k) full_ms[k].push_back(run(k, false));
+  std::vector<std::pair<Timing, Timing>> out;
+  for (size_t k = 0; k < steppers.size(); ++k) out.emplace_back(Timing::from(one_ms[k]), Timing::from(full_ms[k]));
+  return out;
+}
+}  // namespace
+
+BenchResult run_bench(Experiment& e, int64_t steps, int64_t repeats, Experiment* dense) {
+  TORCH_CHECK(e.train_data, "bench needs the training split");
+  BenchResult r;
+  TORCH_CHECK(e.train_data->size() > 0, "bench: the training split is empty");
+  r.batch_size = std::min(e.recipe.train.batch_size, e.train_data->size());
+  r.threads = at::get_num_threads();
+  r.device = e.recipe.device;
+  const int64_t warmup_steps = 3;
+  std::vector<std::unique_ptr<Stepper>> steppers;
+  steppers.push_back(std::make_unique<Stepper>(e, r.batch_size, warmup_steps + steps));
+  if (dense) steppers.push_back(std::make_unique<Stepper>(*dense, r.batch_size, warmup_steps + steps));
+  std::vector<std::vector<double>> step_ms(steppers.size());
+  for (int64_t i = 0; i < warmup_steps; ++i)
+    for (auto& s : steppers) s->step(i);
+  for (int64_t i = warmup_steps; i < warmup_steps + steps; ++i) {
+    for (size_t k = 0; k < steppers.size(); ++k) {
+      auto t0 = Clock::now();
+      steppers[k]->step(i);
+      step_ms[k].push_back(elapsed_ms(t0));
+    }
+  }
+  r.train_step = Timing::from(step_ms[0]);
+  std::vector<Stepper*> raw;
+  for (auto& s : steppers) raw.push_back(s.get());
+  auto inference = time_inference(raw, repeats);
+  r.infer_batch1 = inference[0].first;
+  r.infer_batch = inference[0].second;
+  if (dense) {
+    r.has_dense = true;
+    r.dense_train_step = Timing::from(step_ms[1]);
+    r.dense_infer_batch1 = inference[1].first;
+    r.dense_infer_batch = inference[1].second;
+  }
   return r;
 }
 
@@ -126,6 +175,16 @@ std::string bench_text(const BenchResult& r) {
   out += fmt::format("{:<28} {:.0f} images/s\n", "train throughput", r.train_images_per_sec());
   out += line("inference batch 1", r.infer_batch1);
   out += line("inference batch " + std::to_string(r.batch_size), r.infer_batch);
+  if (r.has_dense) {
+    out += "dense model (the recipe without compression), timed alternately in the same run:\n";
+    out += line("dense train step", r.dense_train_step);
+    out += line("dense inference batch 1", r.dense_infer_batch1);
+    out += line("dense inference batch " + std::to_string(r.batch_size), r.dense_infer_batch);
+    out += fmt::format("{:<28} {:.3f}x train step, {:.3f}x inference batch 1, {:.3f}x inference batch {}\n",
+                       "compressed / dense", r.train_step_ratio(),
+                       r.infer_batch1.median_ms / std::max(1e-9, r.dense_infer_batch1.median_ms),
+                       r.infer_batch.median_ms / std::max(1e-9, r.dense_infer_batch.median_ms), r.batch_size);
+  }
   return out;
 }
 
@@ -198,6 +257,12 @@ std::string bench_json(const BenchResult& r) {
                    {"train_images_per_sec", r.train_images_per_sec()},
                    {"inference_batch1", timing(r.infer_batch1)},
                    {"inference_batch", timing(r.infer_batch)}};
+  if (r.has_dense) {
+    j["dense"] = {{"train_step", timing(r.dense_train_step)},
+                  {"inference_batch1", timing(r.dense_infer_batch1)},
+                  {"inference_batch", timing(r.dense_infer_batch)}};
+    j["train_step_ratio"] = r.train_step_ratio();
+  }
   return j.dump(2);
 }
 

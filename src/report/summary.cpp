@@ -56,22 +56,31 @@ std::string table(const ModelSummary& s, const SummaryComparison* cmp) {
   std::string sample;
   for (size_t i = 0; i < s.sample_shape.size(); ++i) sample += (i ? "x" : "") + std::to_string(s.sample_shape[i]);
   out += fmt::format("Input {} (MACs per sample)\n", sample);
-  const std::string header = fmt::format("{:<{}}  {:<{}}  {:<{}}  {:>12}  {:>12}  {:>8}  {:>5}  {:>14}  {:>14}",
-                                         "layer", name_w, "type", type_w, "shape", shape_w, "parameters",
-                                         "nonzero", "sparsity", "bits", "stored bits", "MACs");
+  const std::string header =
+      fmt::format("{:<{}}  {:<{}}  {:<{}}  {:>12}  {:>12}  {:>8}  {:>5}  {:>14}  {:>14}  {:>12}  {:>12}", "layer",
+                  name_w, "type", type_w, "shape", shape_w, "parameters", "nonzero", "sparsity", "bits",
+                  "stored bits", "MACs", "DC bits", "Huffman bits");
   const std::string rule(header.size(), '-');
   out += header + "\n" + rule + "\n";
   for (const auto& l : s.layers) {
-    out += fmt::format("{:<{}}  {:<{}}  {:<{}}  {:>12}  {:>12}  {:>7.2f}%  {:>5.4g}  {:>14}  {:>14}\n",
+    out += fmt::format("{:<{}}  {:<{}}  {:<{}}  {:>12}  {:>12}  {:>7.2f}%  {:>5.4g}  {:>14}  {:>14}  {:>12}  {:>12}\n",
                        l.name.empty() ? std::string("(root)") : l.name, name_w, l.type, type_w, l.shape,
                        shape_w, l.parameters, l.nonzero, 100.0 * l.sparsity, l.bits_per_weight,
-                       l.stored_bits, l.macs);
+                       l.stored_bits, l.macs, l.deep_compression.bits(), l.deep_compression.huffman_bits());
   }
   out += rule + "\n";
-  out += fmt::format("{:<{}}  {:<{}}  {:<{}}  {:>12}  {:>12}  {:>7.2f}%  {:>5}  {:>14}  {:>14}\n", "total", name_w,
-                     "", type_w, "", shape_w, s.parameters, s.nonzero, 100.0 * s.sparsity(), "", s.stored_bits,
-                     s.macs);
+  out += fmt::format("{:<{}}  {:<{}}  {:<{}}  {:>12}  {:>12}  {:>7.2f}%  {:>5}  {:>14}  {:>14}  {:>12}  {:>12}\n",
+                     "total", name_w, "", type_w, "", shape_w, s.parameters, s.nonzero, 100.0 * s.sparsity(), "",
+                     s.stored_bits, s.macs, s.deep_compression_bits, s.huffman_bits);
   out += fmt::format("Storage (dense format): {}\n", bits_text(s.stored_bits));
+  const auto& dc = s.deep_compression_options;
+  out += fmt::format(
+      "Deep Compression storage (relative indices: {} bits conv, {} bits fc; codebook up to {} values): {}, "
+      "rate {} against 32-bit parameters\n",
+      dc.conv_index_bits, dc.fc_index_bits, dc.max_codebook, bits_text(s.deep_compression_bits),
+      rate_text(s.deep_compression_rate()));
+  out += fmt::format("  with Huffman coding of value indices and gaps: {}, rate {}\n", bits_text(s.huffman_bits),
+                     rate_text(s.huffman_rate()));
   if (cmp) {
     out += fmt::format("Compression rate a/a* (dense parameters / nonzero parameters): {}\n",
                        rate_text(cmp->compression_rate));
@@ -81,8 +90,28 @@ std::string table(const ModelSummary& s, const SummaryComparison* cmp) {
     out += fmt::format("Storage rate (dense stored bits / stored bits): {}\n", rate_text(cmp->storage_rate));
     out += fmt::format("MAC reduction (dense MACs / MACs): {}\n", rate_text(cmp->mac_reduction));
     out += fmt::format("Sparsity: {:.2f}%\n", 100.0 * cmp->sparsity);
+    out += fmt::format("Deep Compression vs dense model (dense 32-bit bits / stored bits): {}, with Huffman {}\n",
+                       rate_text(cmp->deep_compression_rate), rate_text(cmp->huffman_rate));
   }
   return out;
+}
+
+nlohmann::json json(const sharing::LayerStorage& l) {
+  const auto& w = l.coded;
+  return {{"weight", l.weight},
+          {"index_bits", w.index_bits},
+          {"entries", w.entries},
+          {"filler", w.filler},
+          {"codebook_size", w.codebook_size},
+          {"value_bits", w.value_bits},
+          {"index_storage_bits", w.index_storage_bits},
+          {"value_storage_bits", w.value_storage_bits},
+          {"codebook_bits", w.codebook_bits},
+          {"huffman_index_bits", w.huffman_index_bits},
+          {"huffman_value_bits", w.huffman_value_bits},
+          {"other_bits", l.other_parameters * 32},
+          {"bits", l.bits()},
+          {"huffman_bits", l.huffman_bits()}};
 }
 
 nlohmann::json json(const ModelSummary& s) {
@@ -96,7 +125,8 @@ nlohmann::json json(const ModelSummary& s) {
                       {"sparsity", l.sparsity},
                       {"bits_per_weight", l.bits_per_weight},
                       {"stored_bits", l.stored_bits},
-                      {"macs", l.macs}});
+                      {"macs", l.macs},
+                      {"deep_compression", json(l.deep_compression)}});
   }
   return {{"sample_shape", s.sample_shape},
           {"layers", layers},
@@ -105,7 +135,15 @@ nlohmann::json json(const ModelSummary& s) {
             {"nonzero", s.nonzero},
             {"sparsity", s.sparsity()},
             {"stored_bits", s.stored_bits},
-            {"macs", s.macs}}}};
+            {"macs", s.macs},
+            {"deep_compression_bits", s.deep_compression_bits},
+            {"huffman_bits", s.huffman_bits},
+            {"deep_compression_rate", number(s.deep_compression_rate())},
+            {"huffman_rate", number(s.huffman_rate())}}},
+          {"deep_compression_options",
+           {{"conv_index_bits", s.deep_compression_options.conv_index_bits},
+            {"fc_index_bits", s.deep_compression_options.fc_index_bits},
+            {"max_codebook", s.deep_compression_options.max_codebook}}}};
 }
 
 nlohmann::json json(const SummaryComparison& c) {
@@ -113,15 +151,22 @@ nlohmann::json json(const SummaryComparison& c) {
           {"index_space_saving", number(c.index_space_saving)},
           {"storage_rate", number(c.storage_rate)},
           {"mac_reduction", number(c.mac_reduction)},
-          {"sparsity", c.sparsity}};
+          {"sparsity", c.sparsity},
+          {"deep_compression_rate", number(c.deep_compression_rate)},
+          {"huffman_rate", number(c.huffman_rate)}};
 }
 
 }  // namespace
 
-ModelSummary summarize(const ModelPtr& model, const std::vector<int64_t>& sample_shape) {
+double ModelSummary::deep_compression_rate() const { return ratio(double(parameters) * 32, double(deep_compression_bits)); }
+double ModelSummary::huffman_rate() const { return ratio(double(parameters) * 32, double(huffman_bits)); }
+
+ModelSummary summarize(const ModelPtr& model, const std::vector<int64_t>& sample_shape,
+                       const sharing::DeepCompressionOptions& deep_compression) {
   TORCH_CHECK(model, "summarize: null model");
   ModelSummary summary;
   summary.sample_shape = sample_shape;
+  summary.deep_compression_options = deep_compression;
 
   // One forward in eval mode, restoring every module's own mode afterwards (parents first,
   // since train() recurses into children).
@@ -174,6 +219,9 @@ ModelSummary summarize(const ModelPtr& model, const std::vector<int64_t>& sample
     if (row.shape.empty()) row.shape = shape_text(own.values().front().sizes());
     row.stored_bits = std::llround(weight_bits) + other_elements * 32;
     row.sparsity = row.parameters ? 1.0 - double(row.nonzero) / double(row.parameters) : 0.0;
+    row.deep_compression = sharing::layer_storage(*module, row.name, deep_compression);
+    summary.deep_compression_bits += row.deep_compression.bits();
+    summary.huffman_bits += row.deep_compression.huffman_bits();
     summary.parameters += row.parameters;
     summary.nonzero += row.nonzero;
     summary.stored_bits += row.stored_bits;
@@ -191,6 +239,8 @@ SummaryComparison compare(const ModelSummary& dense, const ModelSummary& compres
   c.storage_rate = ratio(double(dense.stored_bits), double(compressed.stored_bits));
   c.mac_reduction = ratio(double(dense.macs), double(compressed.macs));
   c.sparsity = compressed.sparsity();
+  c.deep_compression_rate = ratio(double(dense.parameters) * 32, double(compressed.deep_compression_bits));
+  c.huffman_rate = ratio(double(dense.parameters) * 32, double(compressed.huffman_bits));
   return c;
 }
 

@@ -1,5 +1,7 @@
 #include "shrink/train/trainer.h"
 
+#include "shrink/pruning/mask.h"
+
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -140,8 +142,11 @@ double train_step(TrainContext& ctx, const std::vector<Callback*>& callbacks, to
   if (!std::isfinite(loss_value)) return loss_value;
   loss.backward();
   for (auto* cb : callbacks) cb->on_before_optimizer_step(ctx);
+  // Pruned weights get no gradient (so no momentum) and are reset after the step (weight decay).
+  pruning::mask_gradients(*ctx.model);
   if (grad_clip_norm > 0) torch::nn::utils::clip_grad_norm_(ctx.model->parameters(), grad_clip_norm);
   optimizer.step();
+  pruning::apply_masks(*ctx.model);
   for (auto* cb : callbacks) cb->on_after_optimizer_step(ctx);
   return loss_value;
 }
@@ -175,6 +180,19 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
   const int64_t total_epochs = (total_steps + spe - 1) / spe;
   ctx.steps_per_epoch = spe;
   ctx.total_steps = total_steps;
+  // Batches in one fixed shuffled order, for saliency estimates and calibration.
+  auto calibration_order = std::make_shared<std::vector<int64_t>>(
+      epoch_order(n, static_cast<uint64_t>(e.recipe.seed) ^ 0xca11b7a7e0000000ULL, 0));
+  ctx.calibration_batch = [&e, calibration_order, batch_size = train_cfg.batch_size](int64_t index) {
+    const auto& order = *calibration_order;
+    const int64_t count = static_cast<int64_t>(order.size());
+    std::vector<int64_t> indices;
+    for (int64_t i = 0; i < std::min(batch_size, count); ++i) indices.push_back(order[(index * batch_size + i) % count]);
+    Batch b = e.train_data->load(indices, static_cast<uint64_t>(e.recipe.seed), -1, index * batch_size);
+    b.inputs = b.inputs.to(e.device);
+    b.targets = b.targets.to(e.device);
+    return b;
+  };
 
   fs::create_directories(dir);
   RunLog log(dir + "/log.txt", options.quiet);

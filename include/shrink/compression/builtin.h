@@ -21,7 +21,11 @@ class L1Regularization : public CompressionMethod {
 };
 
 namespace detail {
+/// Every built-in method; calls the per-concern functions below.
 void register_builtin_methods(Registry<MethodFactory>& registry);
-}
+void register_pruning_methods(Registry<MethodFactory>& registry);    ///< src/pruning/register.cpp
+void register_structure_methods(Registry<MethodFactory>& registry);  ///< src/structure/register.cpp
+void register_sharing_methods(Registry<MethodFactory>& registry);    ///< src/sharing/register.cpp
+}  // namespace detail
 
 }  // namespace shrink

@@ -17,6 +17,14 @@ bool cuda_available();
 torch::Tensor cpu_rng_state();
 void set_cpu_rng_state(const torch::Tensor& state);
 
+/// Drops the optimizer's per-parameter state (momentum, Adam moments) of `param`, e.g. after
+/// the parameter was resized or rewound; the optimizer starts that state afresh. The state's
+/// key is version-specific. Returns whether there was state to drop.
+bool erase_optimizer_state(torch::optim::Optimizer& optimizer, const torch::Tensor& param);
+
+/// A CPU generator seeded with `seed` (for draws that must not disturb the global generator).
+torch::Generator make_cpu_generator(uint64_t seed);
+
 /// Parses "cpu", "cuda", "cuda:N"; throws UserError on anything else or when CUDA is missing.
 torch::Device parse_device(const std::string& text);
 

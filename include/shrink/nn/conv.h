@@ -32,6 +32,9 @@ struct Conv2dOptions {
   TORCH_ARG(int64_t, groups) = 1;
   /// If false, the layer learns no additive bias. Default: true
   TORCH_ARG(bool, bias) = true;
+  /// If true, the layer has a `weight_mask` buffer (1 kept, 0 pruned) that pruning methods
+  /// fill; `enable_mask()` sets it. Default: false
+  TORCH_ARG(bool, masked) = false;
 };
 
 class Conv2dImpl : public torch::nn::Cloneable<Conv2dImpl>, public CostedLayer {
@@ -51,11 +54,20 @@ class Conv2dImpl : public torch::nn::Cloneable<Conv2dImpl>, public CostedLayer {
 
   void pretty_print(std::ostream& stream) const override;
 
+  /// Adds the `weight_mask` buffer (all ones, like `weight`) if the layer has none yet. The
+  /// mask is not applied in forward: pruned weights are kept at zero by whoever edits them
+  /// (`apply_mask()`; the trainer after every optimizer step), which keeps forward at dense cost.
+  void enable_mask();
+  bool masked() const { return options.masked(); }
+  /// weight *= weight_mask (no-op without a mask).
+  void apply_mask();
+
   /// out_h * out_w * out_channels * (in_channels / groups) * kh * kw of the last forward.
   int64_t macs_per_sample() const override;
 
   Conv2dOptions options;
   torch::Tensor weight;  ///< [out_channels, in_channels / groups, kh, kw]
+  torch::Tensor weight_mask;  ///< like `weight`, 1 kept / 0 pruned; undefined unless masked
   torch::Tensor bias;    ///< [out_channels], undefined when options.bias() is false
 
  protected:

@@ -23,6 +23,9 @@ struct LinearOptions {
   TORCH_ARG(int64_t, out_features);
   /// If false, the layer learns no additive bias. Default: true
   TORCH_ARG(bool, bias) = true;
+  /// If true, the layer has a `weight_mask` buffer (1 kept, 0 pruned) that pruning methods
+  /// fill; `enable_mask()` sets it. Default: false
+  TORCH_ARG(bool, masked) = false;
 };
 
 class LinearImpl : public torch::nn::Cloneable<LinearImpl>, public CostedLayer {
@@ -42,11 +45,20 @@ class LinearImpl : public torch::nn::Cloneable<LinearImpl>, public CostedLayer {
 
   void pretty_print(std::ostream& stream) const override;
 
+  /// Adds the `weight_mask` buffer (all ones, like `weight`) if the layer has none yet. The
+  /// mask is not applied in forward: pruned weights are kept at zero by whoever edits them
+  /// (`apply_mask()`; the trainer after every optimizer step), which keeps forward at dense cost.
+  void enable_mask();
+  bool masked() const { return options.masked(); }
+  /// weight *= weight_mask (no-op without a mask).
+  void apply_mask();
+
   /// in * out * (product of the input's dimensions between the batch and the feature dimension).
   int64_t macs_per_sample() const override;
 
   LinearOptions options;
   torch::Tensor weight;  ///< [out_features, in_features]
+  torch::Tensor weight_mask;  ///< like `weight`, 1 kept / 0 pruned; undefined unless masked
   torch::Tensor bias;    ///< [out_features], undefined when options.bias() is false
 
  protected:

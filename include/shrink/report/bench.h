@@ -21,12 +21,18 @@ struct BenchResult {
   Timing train_step;       ///< one optimizer step, every callback hook included
   Timing infer_batch1;     ///< eval-mode forward of one sample
   Timing infer_batch;      ///< eval-mode forward of batch_size samples
+  /// With a dense comparison: the same recipe without its compression entries, timed in the
+  /// same run, alternating step by step with the compressed model (so load drifts hit both).
+  bool has_dense = false;
+  Timing dense_train_step, dense_infer_batch1, dense_infer_batch;
+  double train_step_ratio() const { return has_dense && dense_train_step.median_ms > 0 ? train_step.median_ms / dense_train_step.median_ms : 0; }
   double train_images_per_sec() const { return train_step.median_ms > 0 ? batch_size * 1000.0 / train_step.median_ms : 0; }
 };
 
 /// Runs prepare_experiment, builds the optimizer, then times `steps` training steps (after 3
 /// warm-up steps) and `repeats` forwards at each inference batch size.
-BenchResult run_bench(Experiment& experiment, int64_t steps, int64_t repeats);
+/// With `dense` (an experiment of the same recipe without compression), times both, alternating.
+BenchResult run_bench(Experiment& experiment, int64_t steps, int64_t repeats, Experiment* dense = nullptr);
 
 /// Data loading alone: images/s of the training split's loader (shuffle, transforms,
 /// normalization, stacking) with each worker count, over `batches` batches.

@@ -3,15 +3,20 @@
 // survey's figures comparing a compressed model with its dense original
 // (Cheng et al. 2018, Sec. VII: compression rate alpha = a / a*).
 //
-// Storage is counted as dense storage: every weight at the layer's bits_per_weight(), every
-// other parameter (biases, norm scales) at 32 bits, zeros included. Sparse formats (indices,
-// Huffman coding) are not counted yet. Buffers (e.g. BatchNorm running statistics) are not
-// counted.
+// Storage is counted twice:
+// - dense storage (`stored_bits`): every weight at the layer's bits_per_weight(), every other
+//   parameter (biases, norm scales) at 32 bits, zeros included;
+// - as Deep Compression stores the model (`deep_compression`, include/shrink/sharing/
+//   deep_compression.h): nonzero weights with relative indices (filler entries for long gaps),
+//   a codebook when a layer has few distinct values, then Huffman coding of value indices and
+//   gaps; its rate is dense 32-bit bits of all parameters / stored bits.
+// Buffers (e.g. BatchNorm running statistics) are not counted.
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "shrink/models/model.h"
+#include "shrink/sharing/deep_compression.h"
 
 namespace shrink {
 
@@ -26,6 +31,8 @@ struct LayerSummary {
   double bits_per_weight = 32;  ///< CostedLayer::bits_per_weight(); 32 for other modules
   int64_t stored_bits = 0;      ///< weight elements * bits_per_weight + other parameters * 32
   int64_t macs = 0;             ///< CostedLayer::macs_per_sample(); 0 for other modules
+  /// Deep Compression storage of the module's own parameters (coded weight + others at 32 bits).
+  sharing::LayerStorage deep_compression;
 };
 
 struct ModelSummary {
@@ -35,13 +42,22 @@ struct ModelSummary {
   int64_t nonzero = 0;
   int64_t stored_bits = 0;
   int64_t macs = 0;
+  int64_t deep_compression_bits = 0;  ///< Deep Compression storage before Huffman coding
+  int64_t huffman_bits = 0;           ///< after Huffman coding of value indices and gaps
+  sharing::DeepCompressionOptions deep_compression_options;  ///< index bits used
   double sparsity() const { return parameters ? 1.0 - double(nonzero) / double(parameters) : 0.0; }
+  /// parameters * 32 / deep_compression_bits (+inf for zero bits).
+  double deep_compression_rate() const;
+  /// parameters * 32 / huffman_bits.
+  double huffman_rate() const;
 };
 
 /// Runs one forward on a zero batch of one sample (eval mode, no grad; each module's
 /// train/eval mode is restored afterwards) to measure MACs, then lists every module that owns
 /// parameters. For ordinary models these are exactly the leaf modules with parameters.
-ModelSummary summarize(const ModelPtr& model, const std::vector<int64_t>& sample_shape);
+/// `deep_compression` sets the index bits of the Deep Compression accounting.
+ModelSummary summarize(const ModelPtr& model, const std::vector<int64_t>& sample_shape,
+                       const sharing::DeepCompressionOptions& deep_compression = {});
 
 /// Figures of a compressed model against its dense original. A ratio with a zero
 /// denominator is +infinity (1 when the numerator is zero too).
@@ -51,6 +67,9 @@ struct SummaryComparison {
   double storage_rate = 1;         ///< dense stored bits / compressed stored bits
   double mac_reduction = 1;        ///< dense MACs / compressed MACs
   double sparsity = 0;             ///< of the compressed model
+  /// Dense model's parameters * 32 / compressed Deep Compression bits, before and after Huffman.
+  double deep_compression_rate = 1;
+  double huffman_rate = 1;
 };
 
 SummaryComparison compare(const ModelSummary& dense, const ModelSummary& compressed);

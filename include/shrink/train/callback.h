@@ -28,6 +28,10 @@ struct TrainContext {
   torch::Tensor outputs;        ///< model outputs of the current step
   /// Extra per-epoch metrics (e.g. "sparsity"); written to metrics.jsonl/csv.
   std::map<std::string, double> metrics;
+  /// The index-th batch of training data in a fixed order (no shuffling, train transforms with a
+  /// fixed seed), on the device: for saliency and Fisher estimates or calibration. Unset outside
+  /// training (e.g. in prepare_model).
+  std::function<Batch(int64_t index)> calibration_batch;
   /// Writes a line to the run's log (and the terminal).
   std::function<void(const std::string&)> log = [](const std::string&) {};
 
