@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "shrink/compression/builtin.h"
+#include "shrink/compression/method_errors.h"
 
 namespace shrink {
 
@@ -108,13 +109,19 @@ void CompressionMethod::bind(const ModelPtr& model) {
     if (used[i]) continue;
     std::string available;
     for (const auto& item : model->named_parameters()) available += (available.empty() ? "" : ", ") + item.key();
-    std::string msg = "'" + spec_.targets[i] + "' matches no module or parameter of the model; parameters: " + available;
-    if (spec_.where.valid() && spec_.where.has("targets")) {
-      auto targets = spec_.where["targets"];
-      (targets.is_sequence() ? targets.at(i) : targets).fail(msg);
-    }
-    throw UserError(spec_.method + ": targets: " + msg);
+    fail_at_option(spec_, "targets",
+                   "'" + spec_.targets[i] + "' matches no module or parameter of the model; parameters: " + available,
+                   static_cast<int64_t>(i));
   }
+}
+
+void fail_at_option(const MethodSpec& spec, const std::string& key, const std::string& message, int64_t index) {
+  if (spec.where.valid() && spec.where.is_map() && spec.where.has(key)) {
+    auto node = spec.where[key];
+    if (index >= 0 && node.is_sequence() && static_cast<size_t>(index) < node.size()) node.at(index).fail(message);
+    node.fail(message);
+  }
+  throw UserError(spec.method + ": " + key + ": " + message);
 }
 
 Registry<MethodFactory>& method_registry() {

@@ -53,6 +53,21 @@ void add_common_options(OptionSchema<Options>& s) {
   s.add("num_classes", &Options::num_classes, "Number of outputs (0 = the dataset's class count).").min(0);
 }
 
+/// The forward both MLPs share: flatten, input dropout, hidden layers with ReLU and dropout,
+/// the output layer; `tap(name, x)` marks the model's taps (ModelImpl::tap_point).
+template <class Layers, class Tap>
+torch::Tensor mlp_forward(const torch::Tensor& input, Layers& layers, double input_dropout, double dropout,
+                          bool training, const std::vector<std::string>& taps, Tap&& tap) {
+  auto x = input.flatten(1);
+  if (input_dropout > 0) x = torch::dropout(x, input_dropout, training);
+  for (size_t i = 0; i + 1 < layers.size(); ++i) {
+    x = tap(taps[i].c_str(), torch::relu(layers[i]->forward(x)));
+    if (dropout > 0) x = torch::dropout(x, dropout, training);
+  }
+  x = tap("features", x);
+  return tap("logits", layers.back()->forward(x));
+}
+
 }  // namespace
 
 OptionSchema<MlpImpl::Options> MlpImpl::schema() {
@@ -69,15 +84,8 @@ MlpImpl::MlpImpl(Options options_, const DataInfo& data) : options(std::move(opt
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& input) {
-  auto x = input.flatten(1);
-  if (options.input_dropout > 0) x = torch::dropout(x, options.input_dropout, is_training());
-  const auto& taps = tap_names();
-  for (size_t i = 0; i + 1 < layers.size(); ++i) {
-    x = tap_point(taps[i].c_str(), torch::relu(layers[i]->forward(x)));
-    if (options.dropout > 0) x = torch::dropout(x, options.dropout, is_training());
-  }
-  x = tap_point("features", x);
-  return tap_point("logits", layers.back()->forward(x));
+  return mlp_forward(input, layers, options.input_dropout, options.dropout, is_training(), tap_names(),
+                     [this](const char* name, const torch::Tensor& x) { return tap_point(name, x); });
 }
 
 OptionSchema<HashedMlpImpl::Options> HashedMlpImpl::schema() {
@@ -103,15 +111,8 @@ HashedMlpImpl::HashedMlpImpl(Options options_, const DataInfo& data) : options(s
 }
 
 torch::Tensor HashedMlpImpl::forward(const torch::Tensor& input) {
-  auto x = input.flatten(1);
-  if (options.input_dropout > 0) x = torch::dropout(x, options.input_dropout, is_training());
-  const auto& taps = tap_names();
-  for (size_t i = 0; i + 1 < layers.size(); ++i) {
-    x = tap_point(taps[i].c_str(), torch::relu(layers[i]->forward(x)));
-    if (options.dropout > 0) x = torch::dropout(x, options.dropout, is_training());
-  }
-  x = tap_point("features", x);
-  return tap_point("logits", layers.back()->forward(x));
+  return mlp_forward(input, layers, options.input_dropout, options.dropout, is_training(), tap_names(),
+                     [this](const char* name, const torch::Tensor& x) { return tap_point(name, x); });
 }
 
 }  // namespace shrink

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "shrink/compression/method_errors.h"
 #include "shrink/core/compat.h"
 #include "shrink/core/error.h"
 #include "shrink/core/rng.h"
@@ -42,15 +43,11 @@ OptionSchema<UnstructuredPruning::Options> UnstructuredPruning::schema() {
 
 UnstructuredPruning::UnstructuredPruning(MethodSpec spec, Options options)
     : CompressionMethod(std::move(spec)), options_(std::move(options)) {
-  auto fail = [&](const std::string& key, const std::string& msg) {
-    if (spec_.where.valid() && spec_.where.has(key)) spec_.where[key].fail(msg);
-    throw UserError(spec_.method + ": " + key + ": " + msg);
-  };
   if (options_.schedule == "agp" && options_.initial_sparsity > options_.sparsity)
-    fail("initial_sparsity", fmt::format("must not exceed sparsity (got {} > {})", options_.initial_sparsity,
-                                         options_.sparsity));
+    fail_at_option(spec_, "initial_sparsity",
+                   fmt::format("must not exceed sparsity (got {} > {})", options_.initial_sparsity, options_.sparsity));
   if (options_.rewind != "epoch" && spec_.where.valid() && spec_.where.has("rewind_epoch"))
-    fail("rewind_epoch", "is used only with rewind: epoch");
+    fail_at_option(spec_, "rewind_epoch", "is used only with rewind: epoch");
 }
 
 void UnstructuredPruning::bind(const ModelPtr& model) {
@@ -83,11 +80,9 @@ void UnstructuredPruning::bind(const ModelPtr& model) {
     for (const auto& l : layers_)
       if (l.first == item.key()) ordered.push_back(l);
   layers_ = std::move(ordered);
-  if (layers_.empty() && other_.weights().empty()) {
-    std::string msg = "the targets select no weight to prune (biases and other 1-d parameters are not pruned)";
-    if (spec_.where.valid() && spec_.where.has("targets")) spec_.where["targets"].fail(msg);
-    throw UserError(spec_.method + ": " + msg);
-  }
+  if (layers_.empty() && other_.weights().empty())
+    fail_at_option(spec_, "targets",
+                   "the targets select no weight to prune (biases and other 1-d parameters are not pruned)");
 }
 
 void UnstructuredPruning::prepare_model(TrainContext&) {
@@ -195,6 +190,7 @@ void UnstructuredPruning::prune_to(double sparsity, TrainContext& ctx) {
     weights[i].weight.mul_(weights[i].mask);
   }
   ++events_;
+  pruned_to_ = current_sparsity();
   ctx.log(fmt::format("{}: pruned {} tensors to sparsity {:.4f} ({}, {}) at step {}", spec_.method, weights.size(),
                       current_sparsity(), options_.criterion, options_.scope, ctx.step));
   if (options_.rewind != "none") rewind_survivors(ctx);
@@ -233,8 +229,10 @@ void UnstructuredPruning::on_step_begin(TrainContext& ctx) {
     take_snapshot();
   const double want = target_sparsity(ctx.step, ctx.steps_per_epoch, ctx.total_steps);
   // Masks only grow; a resumed run finds its masks in the model and does not prune again.
-  if (want > current_sparsity() + 0.5 / static_cast<double>(std::max<int64_t>(1, total_weights())))
-    prune_to(want, ctx);
+  if (pruned_to_ < 0) pruned_to_ = current_sparsity();
+  if (want <= pruned_to_) return;
+  // Less than half a weight more: rounding, nothing to prune.
+  if (want - pruned_to_ > 0.5 / static_cast<double>(std::max<int64_t>(1, total_weights()))) prune_to(want, ctx);
 }
 
 void UnstructuredPruning::on_before_optimizer_step(TrainContext&) { other_.mask_gradients(); }

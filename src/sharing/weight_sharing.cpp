@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "shrink/compression/method_errors.h"
 #include "shrink/core/error.h"
 #include "shrink/pruning/mask.h"
 
@@ -167,11 +168,8 @@ void WeightSharing::bind(const ModelPtr& model) {
     if (excluded(path) || excluded(param)) continue;
     layer_paths_.push_back(path);
   }
-  if (layer_paths_.empty()) {
-    const std::string msg = "the targets match no Shrink Conv2d or Linear layer to share weights in";
-    if (spec_.where.valid() && spec_.where.has("targets")) spec_.where["targets"].fail(msg);
-    throw UserError(spec_.method + ": " + msg);
-  }
+  if (layer_paths_.empty())
+    fail_at_option(spec_, "targets", "the targets match no Shrink Conv2d or Linear layer to share weights in");
 }
 
 void WeightSharing::cluster(torch::nn::Module& model) {

@@ -1,5 +1,7 @@
 #include "shrink/structure/structured_pruning.h"
 
+#include "shrink/compression/method_errors.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -131,16 +133,6 @@ FilterPruning::FilterPruning(MethodSpec spec, Options options)
 
 namespace {
 
-/// Fails at `key` of the recipe entry (element `index` of a list) or, from C++, as a UserError.
-[[noreturn]] void fail_at(const MethodSpec& spec, const std::string& key, int64_t index, const std::string& message) {
-  if (spec.where.valid() && spec.where.is_map() && spec.where.has(key)) {
-    auto node = spec.where[key];
-    if (index >= 0 && node.is_sequence() && static_cast<size_t>(index) < node.size()) node.at(index).fail(message);
-    node.fail(message);
-  }
-  throw UserError(spec.method + ": " + key + ": " + message);
-}
-
 std::string joined_names(const std::vector<ChannelGroup>& groups) {
   std::string out;
   for (const auto& g : groups) out += (out.empty() ? "" : ", ") + g.name;
@@ -156,8 +148,9 @@ std::vector<ChannelGroup> FilterPruning::selected_groups(torch::nn::Module& mode
     for (auto& g : all)
       if (g.kind == GroupKind::internal) out.push_back(std::move(g));
     if (out.empty())
-      fail_at(spec_, "groups", -1, "the model has no internal channel groups; name groups to prune (groups: " +
-                                       joined_names(all) + ")");
+      fail_at_option(spec_, "groups",
+                     "the model has no internal channel groups; name groups to prune (groups: " + joined_names(all) +
+                         ")");
     return out;
   }
   std::vector<bool> used(options_.groups.size(), false);
@@ -169,8 +162,9 @@ std::vector<ChannelGroup> FilterPruning::selected_groups(torch::nn::Module& mode
   }
   for (size_t i = 0; i < used.size(); ++i)
     if (!used[i])
-      fail_at(spec_, "groups", static_cast<int64_t>(i),
-              "'" + options_.groups[i] + "' matches no channel group of the model; groups: " + joined_names(all));
+      fail_at_option(spec_, "groups",
+                     "'" + options_.groups[i] + "' matches no channel group of the model; groups: " + joined_names(all),
+                     static_cast<int64_t>(i));
   return out;
 }
 
@@ -188,8 +182,8 @@ void FilterPruning::bind(const ModelPtr& model) {
       if (!scaled) without += (without.empty() ? "" : ", ") + g.name;
     }
     if (!without.empty())
-      fail_at(spec_, "criterion", -1,
-              "bn_scale needs a BatchNorm with a scale in every selected group; these have none: " + without);
+      fail_at_option(spec_, "criterion",
+                     "bn_scale needs a BatchNorm with a scale in every selected group; these have none: " + without);
   }
 }
 
@@ -372,7 +366,7 @@ void GroupLasso::bind(const ModelPtr& model) {
   for (const auto& [name, p] : target_parameters_)
     if (p.dim() >= 2) weights_.emplace_back(name, p);
   if (weights_.empty())
-    fail_at(spec_, "targets", -1, "matches no conv or linear weight (group_lasso needs parameters of 2+ dimensions)");
+    fail_at_option(spec_, "targets", "matches no conv or linear weight (group_lasso needs parameters of 2+ dimensions)");
 }
 
 void GroupLasso::on_before_optimizer_step(TrainContext& ctx) {

@@ -61,6 +61,9 @@ class UnstructuredPruning : public CompressionMethod {
   ParameterMasks other_;          ///< targeted parameters of other modules
   std::vector<torch::Tensor> snapshot_;  ///< rewind: weights to return to (masked_weights() order)
   int64_t events_ = 0;            ///< prune events so far (random draws differ per event)
+  /// Sparsity of the masks after the last prune (read from the masks once per run, so the
+  /// per-step check does not sum every mask); -1 until then.
+  double pruned_to_ = -1;
 };
 
 }  // namespace shrink::pruning
