@@ -126,7 +126,9 @@ TEST(Cli, TrainOverrideEvalSummaryBenchInterruptResume) {
   auto run_dir = tmp.file("run");
 
   // Interrupt with SIGINT: the step finishes, a checkpoint is written, the message says how to resume.
-  auto r = run_command("timeout --preserve-status -s INT 6 " SHRINK_CLI " train " + tmp.file("r.yaml") + " --set output=" + run_dir);
+  // --foreground: otherwise timeout signals the child and then its process group, and a second
+  // SIGINT arriving after the handler ran kills the run (exit 130, no message) once in a while.
+  auto r = run_command("timeout --foreground --preserve-status -s INT 6 " SHRINK_CLI " train " + tmp.file("r.yaml") + " --set output=" + run_dir);
   ASSERT_EQ(r.status, 130) << r.output;
   EXPECT_NE(r.output.find("Resume with: shrink train " + run_dir + "/recipe.yaml --resume " + run_dir),
             std::string::npos)
