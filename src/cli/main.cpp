@@ -172,7 +172,7 @@ int main(int argc, char** argv) {
 
   auto* eval_cmd = app.add_subcommand("eval", "Evaluate a checkpoint or a compressed model file: test loss, top-1, top-5");
   eval_cmd->add_option("recipe", recipe_path, "Recipe YAML file, a run directory / checkpoint, or a file from `shrink export --format compressed`")->required();
-  eval_cmd->add_option("--checkpoint", checkpoint, "Checkpoint file (default: the run directory's last.pt)");
+  eval_cmd->add_option("--checkpoint", checkpoint, "Checkpoint file (default: the run directory's last.pt; with a recipe and no checkpoint, the model as the recipe builds it before training)");
   eval_cmd->add_option("--set", overrides, "Override a recipe key (repeatable)")->allow_extra_args(false);
   eval_cmd->add_flag("--json", as_json, "Print JSON");
 
@@ -290,13 +290,15 @@ int main(int argc, char** argv) {
         ConfigNode recipe;
         if (is_recipe_file(recipe_path)) {
           recipe = load_recipe(recipe_path, overrides);
-          if (checkpoint.empty()) throw UserError("eval: --checkpoint FILE is required with a recipe");
         } else {
           if (checkpoint.empty()) checkpoint = checkpoint_in(recipe_path);
           recipe = recipe_of_checkpoint(checkpoint, overrides);
         }
-        checkpoint = checkpoint_in(checkpoint);
+        // A recipe without a checkpoint: the model as the recipe builds it (model.weights, then what
+        // its methods do before training, e.g. a factorization), i.e. the accuracy before fine-tuning.
+        if (!checkpoint.empty()) checkpoint = checkpoint_in(checkpoint);
         e = load_experiment(recipe, checkpoint, DataNeeds::TestOnly);
+        if (checkpoint.empty()) checkpoint = recipe_path + " (before training)";
       }
       auto r = evaluate(e.model, e.test_data, e.recipe.train.eval_batch_size, e.device, e.data_options.workers);
       if (as_json) {

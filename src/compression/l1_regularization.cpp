@@ -34,6 +34,8 @@ void register_builtin_methods(Registry<MethodFactory>& registry) {
   register_pruning_methods(registry);
   register_structure_methods(registry);
   register_sharing_methods(registry);
+  register_lowrank_methods(registry);
+  register_compact_methods(registry);
 }
 }  // namespace detail
 

@@ -4,6 +4,7 @@
 #include "shrink/models/mlp.h"
 #include "shrink/models/mobilenet.h"
 #include "shrink/models/model.h"
+#include "shrink/models/plain_cnn.h"
 #include "shrink/models/squeezenet.h"
 #include "shrink/models/vgg.h"
 
@@ -18,6 +19,10 @@ void register_zoo_models(Registry<ModelFactory>& registry) {
       registry, "vgg16_bn_cifar",
       "VGG-16 (config D) with BN for 32x32: 5 max pools, flatten 512 -> Linear(512, classes) "
       "(14,728,266 parameters with 10 classes)");
+  add_builtin_model<PlainCnnImpl>(
+      registry, "cnn",
+      "Plain VGG-style CNN for small inputs: 3x3 conv-BN-ReLU per width, 0 = max pool, then Linear "
+      "(default [32, 0, 64, 0, 128, 0]: 104,650 parameters, 7.46M MACs at 1x28x28)");
   add_builtin_model<Vgg16Impl>(registry, "vgg16",
                                "torchvision vgg16 for ImageNet, no BN (138,357,544 parameters, 15.5G MACs at 224)");
   add_builtin_model<AlexNetImpl>(registry, "alexnet",

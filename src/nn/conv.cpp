@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "shrink/nn/conv_forms.h"
+
 namespace shrink::nn {
 
 Conv2dImpl::Conv2dImpl(const Conv2dOptions& options_) : options(options_) { reset(); }
@@ -14,6 +16,18 @@ void Conv2dImpl::reset() {
   TORCH_CHECK(options.in_channels() % options.groups() == 0 && options.out_channels() % options.groups() == 0,
               "shrink::nn::Conv2d: groups (", options.groups(), ") must divide in_channels (",
               options.in_channels(), ") and out_channels (", options.out_channels(), ")");
+  form_ = nullptr;
+  form_forward_ = nullptr;
+  if (composite()) {
+    TORCH_CHECK(!options.masked(), "shrink::nn::Conv2d: a ", options.form().str(),
+                " layer has no weight of its own to mask (mask its inner layers)");
+    weight = bias = weight_mask = torch::Tensor();
+    form_ = register_module("form", make_conv_form(options));
+    form_forward_ = dynamic_cast<ConvFormLayer*>(form_.get());
+    TORCH_CHECK(form_forward_ != nullptr, "shrink::nn::Conv2d: the ", options.form().str(),
+                " module does not implement ConvFormLayer");
+    return;
+  }
   const auto& k = *options.kernel_size();
   weight = register_parameter(
       "weight", torch::empty({options.out_channels(), options.in_channels() / options.groups(), k[0], k[1]}));
@@ -27,6 +41,7 @@ void Conv2dImpl::reset() {
 }
 
 void Conv2dImpl::reset_parameters() {
+  if (composite()) return;  // the form initialized its own layers
   torch::NoGradGuard no_grad;
   torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
   if (bias.defined()) {
@@ -38,6 +53,7 @@ void Conv2dImpl::reset_parameters() {
 }
 
 torch::Tensor Conv2dImpl::forward(const torch::Tensor& input) {
+  if (form_forward_ != nullptr) return form_forward_->forward(input);
   auto output = torch::conv2d(input, weight, bias, options.stride(), options.padding(), options.dilation(),
                               options.groups());
   out_h_ = output.size(-2);
@@ -45,7 +61,31 @@ torch::Tensor Conv2dImpl::forward(const torch::Tensor& input) {
   return output;
 }
 
+void Conv2dImpl::set_form(const ConvForm& form) {
+  TORCH_CHECK(!options.masked(), "shrink::nn::Conv2d: cannot change the form of a masked layer");
+  // An unmasked layer owns no buffers; its only possible child is "form".
+  auto clear = [this] {
+    parameters_.clear();
+    if (form_) unregister_module("form");
+    form_ = nullptr;
+    form_forward_ = nullptr;
+  };
+  const auto old = options.form();
+  options.form(form);
+  clear();
+  try {
+    reset();
+  } catch (...) {
+    options.form(old);
+    clear();
+    reset();
+    throw;
+  }
+}
+
 void Conv2dImpl::enable_mask() {
+  TORCH_CHECK(!composite(), "shrink::nn::Conv2d: a ", options.form().str(),
+              " layer has no weight of its own to mask (mask its inner layers)");
   if (options.masked()) return;
   options.masked(true);
   weight_mask = register_buffer("weight_mask", torch::ones_like(weight));
@@ -58,6 +98,7 @@ void Conv2dImpl::apply_mask() {
 }
 
 int64_t Conv2dImpl::macs_per_sample() const {
+  if (composite()) return 0;
   const auto& k = *options.kernel_size();
   return out_h_ * out_w_ * options.out_channels() * (options.in_channels() / options.groups()) * k[0] * k[1];
 }
@@ -69,6 +110,7 @@ void Conv2dImpl::pretty_print(std::ostream& stream) const {
   if (*options.dilation() != *torch::ExpandingArray<2>(1)) stream << ", dilation=" << options.dilation();
   if (options.groups() != 1) stream << ", groups=" << options.groups();
   if (!options.bias()) stream << ", bias=" << std::boolalpha << false;
+  if (composite()) stream << ", form=" << options.form().str();
   stream << ")";
 }
 

@@ -10,6 +10,18 @@ void LinearImpl::reset() {
   TORCH_CHECK(options.in_features() > 0 && options.out_features() > 0,
               "shrink::nn::Linear: in_features and out_features must be positive, got ",
               options.in_features(), " and ", options.out_features());
+  TORCH_CHECK(options.rank() >= 0, "shrink::nn::Linear: rank must be >= 0, got ", options.rank());
+  first = second = nullptr;
+  if (composite()) {
+    TORCH_CHECK(!options.masked(), "shrink::nn::Linear: a rank-", options.rank(),
+                " layer has no weight of its own to mask (mask its inner layers)");
+    weight = bias = weight_mask = torch::Tensor();
+    first = register_module("first", std::make_shared<LinearImpl>(
+                                         LinearOptions(options.in_features(), options.rank()).bias(false)));
+    second = register_module("second", std::make_shared<LinearImpl>(
+                                           LinearOptions(options.rank(), options.out_features()).bias(options.bias())));
+    return;
+  }
   weight = register_parameter("weight", torch::empty({options.out_features(), options.in_features()}));
   if (options.bias()) {
     bias = register_parameter("bias", torch::empty(options.out_features()));
@@ -21,6 +33,7 @@ void LinearImpl::reset() {
 }
 
 void LinearImpl::reset_parameters() {
+  if (composite()) return;
   torch::NoGradGuard no_grad;
   torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
   if (bias.defined()) {
@@ -35,10 +48,24 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& input) {
   const auto sizes = input.sizes();
   for (size_t d = 1; d + 1 < sizes.size(); ++d) positions *= sizes[d];
   positions_ = positions;
+  if (composite()) return second->forward(first->forward(input));
   return torch::linear(input, weight, bias);
 }
 
+void LinearImpl::set_rank(int64_t rank) {
+  TORCH_CHECK(!options.masked(), "shrink::nn::Linear: cannot change the rank of a masked layer");
+  TORCH_CHECK(rank >= 0, "shrink::nn::Linear: rank must be >= 0, got ", rank);
+  options.rank(rank);
+  // An unmasked layer owns no buffers; its only possible children are first and second.
+  parameters_.clear();
+  if (first) unregister_module("first");
+  if (second) unregister_module("second");
+  reset();
+}
+
 void LinearImpl::enable_mask() {
+  TORCH_CHECK(!composite(), "shrink::nn::Linear: a rank-", options.rank(),
+              " layer has no weight of its own to mask (mask its inner layers)");
   if (options.masked()) return;
   options.masked(true);
   weight_mask = register_buffer("weight_mask", torch::ones_like(weight));
@@ -51,12 +78,15 @@ void LinearImpl::apply_mask() {
 }
 
 int64_t LinearImpl::macs_per_sample() const {
+  if (composite()) return 0;
   return positions_ * options.in_features() * options.out_features();
 }
 
 void LinearImpl::pretty_print(std::ostream& stream) const {
   stream << std::boolalpha << "shrink::nn::Linear(in_features=" << options.in_features()
-         << ", out_features=" << options.out_features() << ", bias=" << options.bias() << ")";
+         << ", out_features=" << options.out_features() << ", bias=" << options.bias();
+  if (composite()) stream << ", rank=" << options.rank();
+  stream << ")";
 }
 
 }  // namespace shrink::nn

@@ -10,7 +10,10 @@
 namespace shrink::pruning {
 
 bool is_maskable_layer(const torch::nn::Module& module) {
-  return module.as<nn::Conv2dImpl>() != nullptr || module.as<nn::LinearImpl>() != nullptr;
+  // A composite (factorized, compact) layer has no weight of its own: its inner layers are masked.
+  if (auto* conv = module.as<nn::Conv2dImpl>()) return !conv->composite();
+  if (auto* fc = module.as<nn::LinearImpl>()) return !fc->composite();
+  return false;
 }
 
 bool enable_layer_mask(torch::nn::Module& module) {

@@ -54,8 +54,10 @@ std::vector<SensitivityLayer> sensitivity_layers(torch::nn::Module& model, const
   for (const auto& item : model.named_modules("", /*include_self=*/false)) {
     auto* module = item.value().get();
     if (auto* linear = dynamic_cast<nn::LinearImpl*>(module)) {
+      if (linear->composite()) continue;  // its inner layers are listed
       all.push_back({item.key(), linear->weight, linear->bias});
     } else if (auto* conv = dynamic_cast<nn::Conv2dImpl*>(module)) {
+      if (conv->composite()) continue;
       all.push_back({item.key(), conv->weight, conv->bias});
     }
   }

@@ -448,6 +448,17 @@ void check_group(const ChannelGroup& g) {
 
 std::vector<ChannelGroup> channel_groups(torch::nn::Module& model) {
   const auto paths = module_paths(model);
+  // The descriptions name dense layers; a factorized or compact layer changes the wiring.
+  for (const auto& item : model.named_modules("", /*include_self=*/false)) {
+    const auto* conv = item.value()->as<nn::Conv2dImpl>();
+    const auto* fc = item.value()->as<nn::LinearImpl>();
+    if ((conv && conv->composite()) || (fc && fc->composite()))
+      throw UserError("layer '" + item.key() + "' is " +
+                      (conv ? "in the " + conv->options.form().str() + " form"
+                            : "factorized (rank " + std::to_string(fc->options.rank()) + ")") +
+                      "; channel groups (filter pruning, group lasso, thinning) need dense layers: prune before "
+                      "factorizing or use unstructured pruning");
+  }
   std::vector<ChannelGroup> groups;
   if (auto describe = registered_for(model)) {
     groups = describe(model);

@@ -7,6 +7,7 @@
 
 #include <thread>
 
+#include "shrink/compression/sample_shape.h"
 #include "shrink/core/compat.h"
 #include "shrink/train/optim.h"
 #include "shrink/train/trainer.h"
@@ -66,6 +67,7 @@ Experiment build_experiment(const ConfigNode& root, DataNeeds needs) {
   for (const auto& entry : e.recipe.compression) {
     auto method = build_method(entry);
     method->bind(e.model);
+    if (auto* shaped = dynamic_cast<SampleShapeConsumer*>(method.get())) shaped->set_sample_shape(e.data_info.sample_shape);
     e.methods.push_back(std::move(method));
   }
   for (const auto& entry : e.recipe.callbacks) {

@@ -31,7 +31,7 @@ TEST(CliValidation, EachErrorNamesFileLineKeyAndWritesNothing) {
       {"train:\n  optimizer: {name: sgd, lr: -1}\n", "r.yaml:4:30: train.optimizer.lr: must be >= 0 (got -1)"},
       {"compression:\n  - method: l1_regularisation\n",
        "r.yaml:4:13: compression[0].method: unknown compression method 'l1_regularisation' (did you mean "
-       "'l1_regularization'?); registered: filter_pruning, group_lasso, l1_regularization, unstructured_pruning, weight_sharing"},
+       "'l1_regularization'?); registered: compact_filters, filter_pruning, group_lasso, l1_regularization, low_rank, unstructured_pruning, weight_sharing"},
       {"compression:\n  - method: l1_regularization\n    targets: [fc1.weight, 'fc9*']\n",
        "r.yaml:5:27: compression[0].targets[1]: 'fc9*' matches no module or parameter of the model; parameters: "
        "conv1.weight, conv1.bias, conv2.weight, conv2.bias, fc1.weight, fc1.bias, fc2.weight, fc2.bias"},
@@ -50,6 +50,11 @@ TEST(CliValidation, EachErrorNamesFileLineKeyAndWritesNothing) {
       {"train:\n  optimizer: {name: adam, beta1: 1}\n", "r.yaml:4:34: train.optimizer.beta1: must be below 1 (got 1)"},
       {"compression:\n  - method: l1_regularization\n    start_epoch: 2\n    end_step: 10\n",
        "r.yaml:4:5: compression[0]: schedule is empty: it starts at step 16 and ends at step 10 (8 steps per epoch)"},
+      {"compression:\n  - method: low_rank\n    targets: [conv2]\n    scheme: tucker2\n    rank: 4\n    energy: 0.5\n",
+       "r.yaml:8:13: compression[0].energy: give one rank rule only; this entry also sets rank"},
+      {"compression:\n  - method: low_rank\n    targets: [fc1]\n    scheme: tucker2\n    rank: 4\n",
+       "r.yaml:5:14: compression[0].targets: select no Conv2d layer to factorize (scheme tucker2 factorizes "
+       "nn::Conv2d layers with groups 1; svd factorizes Linear layers); matched layers of the other kind: fc1"},
       {"devcie: cpu\n", "r.yaml:3:1: devcie: unknown key 'devcie' (did you mean 'device'?)"},
       {"device: gpu\n", "r.yaml:3:9: device: unknown device 'gpu'; expected cpu, cuda or cuda:N"},
   };
@@ -118,6 +123,37 @@ TEST(Cli, SummaryOfRecipeMatchesLeNet5) {
   auto j = nlohmann::json::parse(r.output);
   EXPECT_EQ(j["total"]["parameters"].get<int64_t>(), 431080);
   EXPECT_EQ(j["total"]["macs"].get<int64_t>(), 2293000);
+}
+
+TEST(Cli, FactorizedAndCompactLayersThroughTrainEvalSummary) {
+  TempDir tmp;
+  // conv2 in the tucker2(4,6) form, fresh; conv1 as cyclic filters (20 -> 5 learned filters).
+  write_file(tmp.file("r.yaml"), kHead +
+                                     "train: {epochs: 1, progress: none}\n"
+                                     "compression:\n"
+                                     "  - {method: low_rank, targets: [conv2], scheme: tucker2, ranks: [4, 6], init: random}\n"
+                                     "  - {method: compact_filters, targets: [conv1], form: cyclic}\n");
+  auto planned = run_shrink("summary " + tmp.file("r.yaml") + " --json");
+  ASSERT_EQ(planned.status, 0) << planned.output;
+  const int64_t conv1 = 5 * 25 + 20, conv2 = 20 * 4 + 4 * 6 * 25 + 6 * 50 + 50;
+  const int64_t expected = conv1 + conv2 + 800 * 500 + 500 + 500 * 10 + 10;
+  EXPECT_EQ(nlohmann::json::parse(planned.output)["total"]["parameters"].get<int64_t>(), expected);
+  // Before training: the model as the recipe builds it.
+  auto before = run_shrink("eval " + tmp.file("r.yaml"));
+  EXPECT_EQ(before.status, 0) << before.output;
+  EXPECT_NE(before.output.find("(before training): 200 test examples"), std::string::npos) << before.output;
+  const auto run = tmp.file("run");
+  auto trained = run_shrink("train " + tmp.file("r.yaml") + " --set output=" + run);
+  ASSERT_EQ(trained.status, 0) << trained.output;
+  EXPECT_NE(trained.output.find("low_rank: conv2: tucker2(4,6)"), std::string::npos) << trained.output;
+  // The run reloads into the same forms: same parameter count, and eval reproduces the final top-1.
+  auto summary = run_shrink("summary " + run + " --json");
+  ASSERT_EQ(summary.status, 0) << summary.output;
+  EXPECT_EQ(nlohmann::json::parse(summary.output)["total"]["parameters"].get<int64_t>(), expected);
+  auto eval = run_shrink("eval " + run + " --json");
+  ASSERT_EQ(eval.status, 0) << eval.output;
+  auto final_top1 = nlohmann::json::parse(read_file(run + "/summary.json"))["test"]["top1"].get<double>();
+  EXPECT_DOUBLE_EQ(nlohmann::json::parse(eval.output)["top1"].get<double>(), final_top1);
 }
 
 TEST(Cli, TrainOverrideEvalSummaryBenchInterruptResume) {

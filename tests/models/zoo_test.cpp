@@ -486,4 +486,22 @@ TEST(ZooModels, Errors) {
   }
 }
 
+TEST(ZooModels, PlainCnnCountsMacsAndErrors) {
+  const shrink::DataInfo mnist{{1, 28, 28}, 10};
+  auto model = shrink::build_model(model_node("cnn"), mnist);
+  const auto m = measure(model, mnist.sample_shape);
+  // conv 1->32, 32->64, 64->128 (3x3, bias, BN) at 28, 14, 7; Linear 128*3*3 -> 10.
+  EXPECT_EQ(m.parameters, (32 * 9 + 32 + 64) + (64 * 32 * 9 + 64 + 128) + (128 * 64 * 9 + 128 + 256) + 1152 * 10 + 10);
+  EXPECT_EQ(m.parameters, 104650);
+  EXPECT_EQ(m.macs, 28 * 28 * 32 * 9 + 14 * 14 * 64 * 32 * 9 + 7 * 7 * 128 * 64 * 9 + 1152 * 10);
+  auto out = model->forward(torch::zeros({2, 1, 28, 28}));
+  EXPECT_EQ(out.sizes(), (std::vector<int64_t>{2, 10}));
+  auto list = ConfigValue::make_sequence();
+  list->items.push_back(ConfigValue::make_scalar("0"));
+  auto map = ConfigValue::make_map();
+  map->set("name", ConfigValue::make_scalar("cnn"));
+  map->set("config", list);
+  EXPECT_THROW(shrink::build_model(ConfigNode(map, "model"), mnist), shrink::UserError);
+}
+
 }  // namespace

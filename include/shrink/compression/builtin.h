@@ -26,6 +26,8 @@ void register_builtin_methods(Registry<MethodFactory>& registry);
 void register_pruning_methods(Registry<MethodFactory>& registry);    ///< src/pruning/register.cpp
 void register_structure_methods(Registry<MethodFactory>& registry);  ///< src/structure/register.cpp
 void register_sharing_methods(Registry<MethodFactory>& registry);    ///< src/sharing/register.cpp
+void register_lowrank_methods(Registry<MethodFactory>& registry);    ///< src/lowrank/register.cpp
+void register_compact_methods(Registry<MethodFactory>& registry);    ///< src/compact/register.cpp
 }  // namespace detail
 
 }  // namespace shrink

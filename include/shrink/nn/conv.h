@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "shrink/nn/layer.h"
+#include "shrink/nn/layer_form.h"
 
 namespace shrink::nn {
 
@@ -35,7 +36,13 @@ struct Conv2dOptions {
   /// If true, the layer has a `weight_mask` buffer (1 kept, 0 pruned) that pruning methods
   /// fill; `enable_mask()` sets it. Default: false
   TORCH_ARG(bool, masked) = false;
+  /// How the layer computes (layer_form.h): dense (default) uses `weight`; a composite form
+  /// (low-rank factors, compact or transferred filters) keeps its parameters in the child
+  /// "form" and leaves `weight` and `bias` undefined. Not combinable with `masked`.
+  TORCH_ARG(ConvForm, form) = ConvForm();
 };
+
+class ConvFormLayer;
 
 class Conv2dImpl : public torch::nn::Cloneable<Conv2dImpl>, public CostedLayer {
  public:
@@ -44,7 +51,7 @@ class Conv2dImpl : public torch::nn::Cloneable<Conv2dImpl>, public CostedLayer {
   explicit Conv2dImpl(const Conv2dOptions& options);
 
   /// Registers `weight` [out, in / groups, kh, kw] and `bias` [out] (when enabled) and
-  /// initializes them.
+  /// initializes them; for a composite form, registers the child "form" instead.
   void reset() override;
   /// Same initialization and generator order as torch::nn::Conv2d.
   void reset_parameters();
@@ -62,8 +69,19 @@ class Conv2dImpl : public torch::nn::Cloneable<Conv2dImpl>, public CostedLayer {
   /// weight *= weight_mask (no-op without a mask).
   void apply_mask();
 
-  /// out_h * out_w * out_channels * (in_channels / groups) * kh * kw of the last forward.
+  /// out_h * out_w * out_channels * (in_channels / groups) * kh * kw of the last forward; 0 for
+  /// a composite form (its inner Shrink layers report their own).
   int64_t macs_per_sample() const override;
+
+  /// True when options.form() is not dense: `weight`/`bias` are undefined, `form_module()` holds
+  /// the parameters. Code that reads `weight` skips composite layers.
+  bool composite() const { return !options.form().dense(); }
+  /// The child "form" (null for a dense layer).
+  const std::shared_ptr<torch::nn::Module>& form_module() const { return form_; }
+  /// Rebuilds the layer in `form`, freshly initialized, keeping its other options. Parameters,
+  /// buffers and children are replaced (build the optimizer afterwards). TORCH_CHECKs that the
+  /// form fits the layer and that the layer has no mask.
+  void set_form(const ConvForm& form);
 
   Conv2dOptions options;
   torch::Tensor weight;  ///< [out_channels, in_channels / groups, kh, kw]
@@ -72,6 +90,8 @@ class Conv2dImpl : public torch::nn::Cloneable<Conv2dImpl>, public CostedLayer {
 
  protected:
   int64_t out_h_ = 0, out_w_ = 0;  ///< output size of the last forward (0 before any forward)
+  std::shared_ptr<torch::nn::Module> form_;  ///< composite forms only
+  ConvFormLayer* form_forward_ = nullptr;     ///< form_ as the interface forward calls
 };
 
 TORCH_MODULE(Conv2d);

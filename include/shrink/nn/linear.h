@@ -26,6 +26,10 @@ struct LinearOptions {
   /// If true, the layer has a `weight_mask` buffer (1 kept, 0 pruned) that pruning methods
   /// fill; `enable_mask()` sets it. Default: false
   TORCH_ARG(bool, masked) = false;
+  /// 0: dense (`weight` [out, in]). r > 0: the truncated-SVD form x -> first (in -> r, no bias)
+  /// -> second (r -> out, with the bias), two Shrink Linear children; `weight` and `bias` are
+  /// then undefined. Not combinable with `masked`. Default: 0
+  TORCH_ARG(int64_t, rank) = 0;
 };
 
 class LinearImpl : public torch::nn::Cloneable<LinearImpl>, public CostedLayer {
@@ -34,7 +38,8 @@ class LinearImpl : public torch::nn::Cloneable<LinearImpl>, public CostedLayer {
       : LinearImpl(LinearOptions(in_features, out_features)) {}
   explicit LinearImpl(const LinearOptions& options);
 
-  /// Registers `weight` [out, in] and `bias` [out] (when enabled) and initializes them.
+  /// Registers `weight` [out, in] and `bias` [out] (when enabled) and initializes them; with
+  /// a rank, the children `first` and `second` instead.
   void reset() override;
   /// kaiming_uniform(a = sqrt(5)) weights and U(-1/sqrt(in), 1/sqrt(in)) biases, drawing from
   /// the generator in the same order as torch::nn::Linear.
@@ -53,13 +58,22 @@ class LinearImpl : public torch::nn::Cloneable<LinearImpl>, public CostedLayer {
   /// weight *= weight_mask (no-op without a mask).
   void apply_mask();
 
-  /// in * out * (product of the input's dimensions between the batch and the feature dimension).
+  /// in * out * (product of the input's dimensions between the batch and the feature dimension);
+  /// 0 in the low-rank form (its children report their own).
   int64_t macs_per_sample() const override;
+
+  /// True in the low-rank form (options.rank() > 0).
+  bool composite() const { return options.rank() > 0; }
+  /// Rebuilds the layer with `rank` (0: dense), freshly initialized, keeping its other options.
+  /// Parameters, buffers and children are replaced (build the optimizer afterwards).
+  void set_rank(int64_t rank);
 
   LinearOptions options;
   torch::Tensor weight;  ///< [out_features, in_features]
   torch::Tensor weight_mask;  ///< like `weight`, 1 kept / 0 pruned; undefined unless masked
   torch::Tensor bias;    ///< [out_features], undefined when options.bias() is false
+  /// Low-rank form only (null otherwise): in -> rank without bias, rank -> out with the bias.
+  std::shared_ptr<LinearImpl> first, second;
 
  protected:
   int64_t positions_ = 0;  ///< rows per sample in the last forward (0 before any forward)
