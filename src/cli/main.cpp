@@ -282,6 +282,7 @@ int main(int argc, char** argv) {
 
     if (*eval_cmd) {
       Experiment e;
+      bool before_training = false;
       if (checkpoint.empty() && sharing::is_compressed_model(recipe_path)) {
         // A file written by `shrink export --format compressed`: decoded into its recipe's model.
         checkpoint = recipe_path;
@@ -298,11 +299,13 @@ int main(int argc, char** argv) {
         // its methods do before training, e.g. a factorization), i.e. the accuracy before fine-tuning.
         if (!checkpoint.empty()) checkpoint = checkpoint_in(checkpoint);
         e = load_experiment(recipe, checkpoint, DataNeeds::TestOnly);
-        if (checkpoint.empty()) checkpoint = recipe_path + " (before training)";
+        before_training = checkpoint.empty();
+        if (before_training) checkpoint = recipe_path + " (before training)";
       }
       auto r = evaluate(e.model, e.test_data, e.recipe.train.eval_batch_size, e.device, e.data_options.workers);
       if (as_json) {
-        fmt::print("{}\n", nlohmann::json{{"checkpoint", checkpoint},
+        fmt::print("{}\n", nlohmann::json{{"checkpoint", before_training ? nlohmann::json() : nlohmann::json(checkpoint)},
+                                          {"before_training", before_training},
                                           {"examples", r.examples},
                                           {"loss", r.loss},
                                           {"top1", r.top1},

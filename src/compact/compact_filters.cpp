@@ -145,8 +145,9 @@ bool CompactFilters::apply(const std::string& path, nn::Conv2dImpl& layer, const
                                current.str(), form.str()));
   if (layer.masked())
     fail_at_option(spec_, "targets",
-                   fmt::format("layer {} has a pruning mask (added by a method listed before {}); list {} first", path,
-                               spec_.method, spec_.method));
+                   fmt::format("layer {} has a pruning mask (added by a method listed before {}); a layer cannot be "
+                               "pruned and rebuilt in one recipe",
+                               path, spec_.method));
   const int64_t before = parameter_count(layer);
   const auto device = layer.weight.device();
   try {

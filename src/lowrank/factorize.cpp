@@ -23,22 +23,6 @@ double relative_error(const torch::Tensor& reference, const torch::Tensor& appro
   return (reference - approximation).norm().item<double>() / norm;
 }
 
-/// Moves what set_form()/set_rank() built back to the old layer's device and floating dtype.
-/// Module::to(dtype) would also cast integer buffers (BatchNorm's num_batches_tracked).
-void match_device_and_dtype(torch::nn::Module& module, const torch::Device& device, torch::Dtype dtype) {
-  torch::NoGradGuard no_grad;
-  auto move = [&](torch::Tensor& tensor) {
-    if (!tensor.defined()) return;
-    if (tensor.is_floating_point()) {
-      if (tensor.device() != device || tensor.scalar_type() != dtype) tensor.set_data(tensor.to(device, dtype));
-    } else if (tensor.device() != device) {
-      tensor.set_data(tensor.to(device));
-    }
-  };
-  for (auto& parameter : module.parameters()) move(parameter);
-  for (auto& buffer : module.buffers()) move(buffer);
-}
-
 /// CP's scale is free among the four factors; giving every factor's r-th column the same norm
 /// keeps the layers' weights of comparable size for fine-tuning.
 void balance_cp(CpFactors& cp) {
@@ -60,6 +44,20 @@ void check_rank(bool ok, const nn::Conv2dImpl& layer, const nn::ConvForm& form, 
 }
 
 }  // namespace
+
+void match_device_and_dtype(torch::nn::Module& module, const torch::Device& device, torch::Dtype dtype) {
+  torch::NoGradGuard no_grad;
+  auto move = [&](torch::Tensor& tensor) {
+    if (!tensor.defined()) return;
+    if (tensor.is_floating_point()) {
+      if (tensor.device() != device || tensor.scalar_type() != dtype) tensor.set_data(tensor.to(device, dtype));
+    } else if (tensor.device() != device) {
+      tensor.set_data(tensor.to(device));
+    }
+  };
+  for (auto& parameter : module.parameters()) move(parameter);
+  for (auto& buffer : module.buffers()) move(buffer);
+}
 
 FactorizeReport factorize_conv(nn::Conv2dImpl& layer, const nn::ConvForm& form, int64_t cp_iterations,
                                int64_t tucker_iterations, uint64_t seed) {

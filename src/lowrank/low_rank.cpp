@@ -35,6 +35,11 @@ torch::Device model_device(const torch::nn::Module& model) {
   return params.empty() ? torch::Device(torch::kCPU) : params.front().device();
 }
 
+torch::Dtype model_dtype(const torch::nn::Module& model) {
+  const auto params = model.parameters();
+  return params.empty() ? torch::kFloat : params.front().scalar_type();
+}
+
 /// Where a conv's factors run, per sample: P_in = input H * W (1x1 factors before the strided
 /// one), vertical = H_out * W_in (the kh x 1 factor strides rows only), P_out = H_out * W_out.
 /// Without a forward they are given per output position, with stride moving them exactly for
@@ -165,18 +170,21 @@ std::string form_str(const std::string& scheme, const std::vector<int64_t>& size
 void probe_positions(ModelImpl& model, std::vector<Layer>& layers, const std::vector<int64_t>& shape) {
   const auto rng = compat::cpu_rng_state();
   const auto device = model_device(model);
+  const auto dtype = model_dtype(model);
+  const bool was_training = model.is_training();
   std::vector<std::pair<torch::Tensor, torch::Tensor>> saved(layers.size());
   auto restore = [&] {
     for (size_t i = 0; i < layers.size(); ++i) {
       auto* conv = layers[i].conv;
       if (!conv || !conv->composite()) continue;
       conv->set_form(ConvForm());
-      conv->to(device);
+      match_device_and_dtype(*conv, device, dtype);
       torch::NoGradGuard no_grad;
       conv->weight.copy_(saved[i].first);
       if (saved[i].second.defined()) conv->bias.copy_(saved[i].second);
     }
     compat::set_cpu_rng_state(rng);
+    model.train(was_training);
   };
   try {
     for (size_t i = 0; i < layers.size(); ++i) {
@@ -185,14 +193,13 @@ void probe_positions(ModelImpl& model, std::vector<Layer>& layers, const std::ve
       saved[i].first = conv->weight.detach().clone();
       if (conv->bias.defined()) saved[i].second = conv->bias.detach().clone();
       conv->set_form(ConvForm{ConvFormKind::cp, {1}});
-      conv->to(device);
+      match_device_and_dtype(*conv, device, dtype);
     }
     std::vector<int64_t> input_shape = {1};
     input_shape.insert(input_shape.end(), shape.begin(), shape.end());
     torch::NoGradGuard no_grad;
-    const bool was_training = model.is_training();
     model.eval();
-    model.forward(torch::zeros(input_shape, torch::TensorOptions().device(device)));
+    model.forward(torch::zeros(input_shape, torch::TensorOptions().device(device).dtype(dtype)));
     model.train(was_training);
     for (auto& l : layers) {
       if (l.linear) {
@@ -249,10 +256,9 @@ OptionSchema<LowRankFactorization::Options> LowRankFactorization::schema() {
         "level shared by all targets (cp: one fraction of a maximal rank), the largest that meets it.")
       .min(1);
   s.add("mac_reduction", &Options::mac_reduction,
-        "Like param_reduction for multiply-accumulates. prepare_model runs before any forward, so recipes give no "
-        "input size: MACs are then estimated per output position (a 1x1 factor before the stride runs s_h * s_w "
-        "times as often) and every target must meet the target on its own. From C++, set_sample_shape() makes the "
-        "count exact and the target global.")
+        "Like param_reduction for multiply-accumulates, counted exactly at the data's input size (one forward of "
+        "zeros). From C++ without set_sample_shape(), MACs are estimated per output position and every target must "
+        "meet the target on its own.")
       .min(1);
   s.add("init", &Options::init,
         "decompose: factors from the current weights (e.g. a trained model.weights; then fine-tune); random: "
@@ -372,8 +378,15 @@ void LowRankFactorization::factorize(TrainContext& ctx) {
     if (masked)
       throw UserError(name() + ": layer '" + path +
                       "' has a pruning mask (an earlier compression entry); low_rank cannot factorize a masked "
-                      "layer: list low_rank first or target other layers");
-    if ((l.linear && l.linear->composite()) || (l.conv && l.conv->composite())) continue;
+                      "layer: do not target the same layers with pruning and low_rank in one recipe");
+    if (l.linear && l.linear->composite())
+      fail_at_option(spec_, "targets",
+                     "layer " + path + " is already factorized (rank " + std::to_string(l.linear->options.rank()) +
+                         ", by an earlier entry); it cannot be factorized again");
+    if (l.conv && l.conv->composite())
+      fail_at_option(spec_, "targets",
+                     "layer " + path + " is already in form " + l.conv->options.form().str() +
+                         " (set by an earlier entry); it cannot be factorized again");
     layers.push_back(std::move(l));
   }
   if (!sample_shape_.empty()) probe_positions(model, layers, sample_shape_);
@@ -463,6 +476,7 @@ void LowRankFactorization::factorize(TrainContext& ctx) {
   // Factorize.
   done_.clear();
   const auto device = model_device(model);
+  const auto dtype = model_dtype(model);
   int64_t params_before = 0, params_after = 0;
   double macs_before = 0, macs_after = 0;
   for (size_t i = 0; i < layers.size(); ++i) {
@@ -478,10 +492,10 @@ void LowRankFactorization::factorize(TrainContext& ctx) {
       f.relative_error = r.relative_error;
     } else if (l.linear) {
       l.linear->set_rank(sizes[i][0]);
-      l.linear->to(device);
+      match_device_and_dtype(*l.linear, device, dtype);
     } else {
       l.conv->set_form(ConvForm{conv_kind(scheme), sizes[i]});
-      l.conv->to(device);
+      match_device_and_dtype(*l.conv, device, dtype);
     }
     f.params_after = l.linear ? count_params(*l.linear) : count_params(*l.conv);
     params_before += f.params_before;
@@ -505,6 +519,7 @@ void LowRankFactorization::factorize(TrainContext& ctx) {
 void LowRankFactorization::rebuild(TrainContext& ctx) {
   auto& model = *ctx.model;
   const auto device = model_device(model);
+  const auto dtype = model_dtype(model);
   report_.clear();
   for (const auto& f : done_) {
     auto module = find_module(model, f.path);
@@ -527,7 +542,7 @@ void LowRankFactorization::rebuild(TrainContext& ctx) {
       }
       if (conv->options.form() != form) {
         conv->set_form(form);
-        conv->to(device);
+        match_device_and_dtype(*conv, device, dtype);
       }
     } else {
       throw UserError(name() + ": checkpoint layer '" + f.path + "' is neither a Shrink Linear nor a Conv2d");

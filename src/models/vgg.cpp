@@ -119,7 +119,11 @@ VggCifarImpl::VggCifarImpl(Options options_, const DataInfo& data, const VggConf
   const int64_t scale = int64_t{1} << pools_in(config);
   const int64_t flat = last_channels(config) * (data.sample_shape[1] / scale) * (data.sample_shape[2] / scale);
   classifier = register_module("classifier", nn::Linear(flat, classes));
-  declare_taps({"stage1", "stage2", "stage3", "stage4", "features", "pooled", "logits"});
+  // The stages the configuration has (the plain `cnn` may have fewer than four pools).
+  std::vector<std::string> taps;
+  for (const auto& t : taps_) taps.emplace_back(t.second);
+  taps.insert(taps.end(), {"pooled", "logits"});
+  declare_taps(std::move(taps));
   detail::init_like_torchvision(*this);
 }
 

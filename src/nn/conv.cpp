@@ -70,7 +70,13 @@ void Conv2dImpl::set_form(const ConvForm& form) {
     form_ = nullptr;
     form_forward_ = nullptr;
   };
+  // A form that does not fit throws from reset(); the layer then gets its old parameters back
+  // (not a fresh init, and the generator is not touched again).
   const auto old = options.form();
+  const auto saved_parameters = parameters_;
+  const auto saved_form = form_;
+  auto* const saved_forward = form_forward_;
+  const auto saved_weight = weight, saved_bias = bias;
   options.form(form);
   clear();
   try {
@@ -78,7 +84,11 @@ void Conv2dImpl::set_form(const ConvForm& form) {
   } catch (...) {
     options.form(old);
     clear();
-    reset();
+    parameters_ = saved_parameters;
+    if (saved_form) form_ = register_module("form", saved_form);
+    form_forward_ = saved_forward;
+    weight = saved_weight;
+    bias = saved_bias;
     throw;
   }
 }

@@ -6,9 +6,14 @@
 #include <fmt/ranges.h>
 
 #include <thread>
+#include <unordered_set>
 
+#include "shrink/compression/method_errors.h"
+#include "shrink/compression/rebuilds_layers.h"
 #include "shrink/compression/sample_shape.h"
 #include "shrink/core/compat.h"
+#include "shrink/nn/conv.h"
+#include "shrink/nn/linear.h"
 #include "shrink/train/optim.h"
 #include "shrink/train/trainer.h"
 
@@ -100,12 +105,38 @@ ModelPtr build_dense_model(const Experiment& e) {
   return model;
 }
 
+namespace {
+/// After low_rank/compact_filters rebuilt layers, no other method may still hold their old
+/// tensors (it would prune, share or regularize tensors the model no longer uses).
+void check_no_stale_targets(const Experiment& e) {
+  std::unordered_set<const void*> live;
+  for (const auto& p : e.model->parameters()) live.insert(p.unsafeGetTensorImpl());
+  for (const auto& m : e.methods) {
+    if (dynamic_cast<const RebuildsLayers*>(m.get())) continue;
+    std::string stale;
+    for (const auto& [name, tensor] : m->target_parameters())
+      if (!live.count(tensor.unsafeGetTensorImpl())) stale += (stale.empty() ? "" : ", ") + name;
+    for (const auto& [path, module] : m->target_modules()) {
+      const auto* conv = module->as<nn::Conv2dImpl>();
+      const auto* fc = module->as<nn::LinearImpl>();
+      if ((conv && conv->composite()) || (fc && fc->composite())) stale += (stale.empty() ? "" : ", ") + path;
+    }
+    if (!stale.empty())
+      fail_at_option(m->spec(), "targets",
+                     "targets " + stale +
+                         ", rebuilt before training by low_rank or compact_filters; a method cannot act on the "
+                         "layers they rebuild in the same recipe (exclude them)");
+  }
+}
+}  // namespace
+
 void prepare_experiment(Experiment& e) {
   TrainContext ctx;
   ctx.model = e.model;
   ctx.device = e.device;
   for (auto* cb : e.all_callbacks()) cb->prepare_model(ctx);
   e.model->to(e.device);
+  check_no_stale_targets(e);
 }
 
 LoaderOptions train_loader_options(const Experiment& e) {

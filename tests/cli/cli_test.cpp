@@ -55,6 +55,14 @@ TEST(CliValidation, EachErrorNamesFileLineKeyAndWritesNothing) {
       {"compression:\n  - method: low_rank\n    targets: [fc1]\n    scheme: tucker2\n    rank: 4\n",
        "r.yaml:5:14: compression[0].targets: select no Conv2d layer to factorize (scheme tucker2 factorizes "
        "nn::Conv2d layers with groups 1; svd factorizes Linear layers); matched layers of the other kind: fc1"},
+      {"compression:\n  - {method: low_rank, targets: [conv2], scheme: tucker2, rank: 4}\n"
+       "  - {method: l1_regularization, targets: ['conv*.weight']}\n",
+       "r.yaml:5:42: compression[1].targets: targets conv2.weight, rebuilt before training by low_rank or "
+       "compact_filters; a method cannot act on the layers they rebuild in the same recipe (exclude them)"},
+      {"compression:\n  - {method: compact_filters, targets: [conv2], form: crelu}\n"
+       "  - {method: low_rank, targets: [conv2], scheme: tucker2, rank: 4}\n",
+       "r.yaml:5:33: compression[1].targets: layer conv2 is already in form crelu (set by an earlier entry); it "
+       "cannot be factorized again"},
       {"devcie: cpu\n", "r.yaml:3:1: devcie: unknown key 'devcie' (did you mean 'device'?)"},
       {"device: gpu\n", "r.yaml:3:9: device: unknown device 'gpu'; expected cpu, cuda or cuda:N"},
   };

@@ -496,6 +496,8 @@ TEST(ZooModels, PlainCnnCountsMacsAndErrors) {
   EXPECT_EQ(m.macs, 28 * 28 * 32 * 9 + 14 * 14 * 64 * 32 * 9 + 7 * 7 * 128 * 64 * 9 + 1152 * 10);
   auto out = model->forward(torch::zeros({2, 1, 28, 28}));
   EXPECT_EQ(out.sizes(), (std::vector<int64_t>{2, 10}));
+  // Taps for the stages this configuration has (three pools).
+  EXPECT_EQ(model->tap_names(), (std::vector<std::string>{"stage1", "stage2", "stage3", "features", "pooled", "logits"}));
   auto list = ConfigValue::make_sequence();
   list->items.push_back(ConfigValue::make_scalar("0"));
   auto map = ConfigValue::make_map();

@@ -214,9 +214,23 @@ TEST(CompactConv, RejectsWhatDoesNotFit) {
   EXPECT_THROW(host(4, 6, 3, "cyclic"), c10::Error);
   // A failed set_form leaves the layer as it was.
   Conv2d conv(Conv2dOptions(4, 6, 3));
+  const auto weight = conv->weight.clone();
+  const auto* const weight_impl = conv->weight.unsafeGetTensorImpl();
   EXPECT_THROW(conv->set_form(form_of("cyclic")), c10::Error);
   EXPECT_FALSE(conv->composite());
   EXPECT_EQ(conv->weight.sizes(), (std::vector<int64_t>{6, 4, 3, 3}));
+  // ... with its own parameters, not a fresh init.
+  EXPECT_TRUE(torch::equal(conv->weight, weight));
+  EXPECT_EQ(conv->weight.unsafeGetTensorImpl(), weight_impl);
+  EXPECT_EQ(conv->named_parameters().keys(), (std::vector<std::string>{"weight", "bias"}));
+  // A composite layer keeps its form and its form's parameters too.
+  conv->set_form(form_of("crelu"));
+  const auto inner = conv->named_parameters()["form.conv.weight"].clone();
+  EXPECT_THROW(conv->set_form(form_of("cyclic")), c10::Error);
+  EXPECT_EQ(conv->options.form().str(), "crelu");
+  EXPECT_TRUE(torch::equal(conv->named_parameters()["form.conv.weight"], inner));
+  EXPECT_TRUE(torch::equal(conv->forward(torch::ones({1, 4, 5, 5})).narrow(1, 0, 3),
+                           -conv->forward(torch::ones({1, 4, 5, 5})).narrow(1, 3, 3)));
 }
 
 TEST(CompactConv, ParameterNames) {

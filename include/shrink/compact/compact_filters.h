@@ -19,11 +19,12 @@
 #include <vector>
 
 #include "shrink/compression/method.h"
+#include "shrink/compression/rebuilds_layers.h"
 #include "shrink/nn/conv.h"
 
 namespace shrink::compact {
 
-class CompactFilters : public CompressionMethod {
+class CompactFilters : public CompressionMethod, public RebuildsLayers {
  public:
   struct Options {
     std::string form = "depthwise_separable";  ///< depthwise_separable | fire | crelu | mba | cyclic

@@ -24,6 +24,11 @@ struct FactorizeReport {
 FactorizeReport factorize_conv(nn::Conv2dImpl& layer, const nn::ConvForm& form, int64_t cp_iterations = 100,
                                int64_t tucker_iterations = 0, uint64_t seed = 0);
 
+/// Moves the floating parameters and buffers of `module` to `device` and `dtype` and the others
+/// (BatchNorm's num_batches_tracked) to `device` only: what a rebuilt layer needs to match its
+/// model (Module::to(dtype) would also cast integer buffers).
+void match_device_and_dtype(torch::nn::Module& module, const torch::Device& device, torch::Dtype dtype);
+
 /// Rebuilds `layer` (dense) with `rank` (1 <= rank <= min(in, out)) from the truncated SVD of its
 /// weight; the bias moves to `second`.
 FactorizeReport factorize_linear(nn::LinearImpl& layer, int64_t rank);

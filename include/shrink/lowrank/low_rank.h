@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "shrink/compression/method.h"
+#include "shrink/compression/rebuilds_layers.h"
 #include "shrink/compression/sample_shape.h"
 
 namespace shrink::lowrank {
@@ -39,7 +40,7 @@ struct LayerFactorization {
 /// "svd(20)": how the method names a Linear layer of rank 20.
 std::string svd_form_str(int64_t rank);
 
-class LowRankFactorization : public CompressionMethod, public SampleShapeConsumer {
+class LowRankFactorization : public CompressionMethod, public SampleShapeConsumer, public RebuildsLayers {
  public:
   struct Options {
     std::string scheme = "svd";       ///< svd (Linear) | jaderberg | cp | tucker2 | bn_low_rank (Conv2d)
