@@ -226,7 +226,19 @@ torch::Tensor CyclicConvImpl::effective_weight() const {
 }
 
 torch::Tensor CyclicConvImpl::forward(const torch::Tensor& input) {
-  auto output = torch::conv2d(input, effective_weight(), bias, options.stride(), options.padding(), options.dilation());
+  torch::Tensor kernel;
+  if (torch::GradMode::is_enabled()) {
+    kernel = effective_weight();
+    cached_kernel_ = torch::Tensor();
+  } else {
+    if (!cached_kernel_.defined() || cached_data_ != weight.data_ptr() || cached_version_ != weight._version()) {
+      cached_kernel_ = effective_weight();
+      cached_data_ = weight.data_ptr();
+      cached_version_ = weight._version();
+    }
+    kernel = cached_kernel_;
+  }
+  auto output = torch::conv2d(input, kernel, bias, options.stride(), options.padding(), options.dilation());
   out_h_ = output.size(-2);
   out_w_ = output.size(-1);
   return output;

@@ -124,6 +124,21 @@ TEST(CompactConv, CyclicKernelIsTheFourRotations) {
   EXPECT_EQ(f->macs_per_sample(), 5 * 5 * 8 * 3 * 9);
 }
 
+TEST(CompactConv, CyclicKernelCachedWithoutAutogradFollowsWeightChanges) {
+  torch::manual_seed(4);
+  auto conv = host(3, 8, 3, "cyclic", 1, 1);
+  auto* f = form_child<CyclicConvImpl>(conv);
+  auto x = torch::randn({1, 3, 6, 6});
+  torch::NoGradGuard no_grad;
+  auto reference = [&] { return torch::conv2d(x, f->effective_weight(), f->bias, 1, 1); };
+  EXPECT_TRUE(torch::allclose(conv(x), reference()));
+  EXPECT_TRUE(torch::allclose(conv(x), reference()));  // from the cache
+  f->weight.mul_(-2.0);                                // in place: the version counter moves
+  EXPECT_TRUE(torch::allclose(conv(x), reference()));
+  f->weight.set_(torch::randn_like(f->weight));        // new storage
+  EXPECT_TRUE(torch::allclose(conv(x), reference()));
+}
+
 TEST(CompactConv, CyclicIsRotationEquivariant) {
   // Rotating the input rotates each output block and moves it to the next rotation's block.
   torch::manual_seed(4);

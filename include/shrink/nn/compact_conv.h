@@ -114,6 +114,11 @@ class CyclicConvImpl : public torch::nn::Cloneable<CyclicConvImpl>, public ConvF
 
  protected:
   int64_t out_h_ = 0, out_w_ = 0;  ///< output size of the last forward
+  // Without autograd (eval, inference) the rotated kernel is kept until `weight` changes (its
+  // version counter or storage), so inference does not rebuild it for every batch.
+  torch::Tensor cached_kernel_;
+  const void* cached_data_ = nullptr;
+  uint32_t cached_version_ = 0;
 };
 TORCH_MODULE(CyclicConv);
 
