@@ -170,7 +170,7 @@ int main(int argc, char** argv) {
   train_cmd->add_option("--resume", resume_dir, "Continue the run in this directory from its last.pt");
   train_cmd->add_flag("--quiet", quiet, "Print nothing but errors (log.txt is still written)");
 
-  auto* eval_cmd = app.add_subcommand("eval", "Evaluate a checkpoint or a compressed model file: test loss, top-1, top-5");
+  auto* eval_cmd = app.add_subcommand("eval", "Evaluate a checkpoint, a compressed model file, or a recipe before training: test loss, top-1, top-5");
   eval_cmd->add_option("recipe", recipe_path, "Recipe YAML file, a run directory / checkpoint, or a file from `shrink export --format compressed`")->required();
   eval_cmd->add_option("--checkpoint", checkpoint, "Checkpoint file (default: the run directory's last.pt; with a recipe and no checkpoint, the model as the recipe builds it before training)");
   eval_cmd->add_option("--set", overrides, "Override a recipe key (repeatable)")->allow_extra_args(false);
