@@ -17,6 +17,7 @@
 #include "train/train_test_util.h"
 
 using namespace shrink;
+using shrink::test::error_of;
 using shrink::compact::CompactFilters;
 
 namespace {
@@ -31,15 +32,6 @@ ModelPtr lenet5() {
 
 ConfigNode entry(const std::string& yaml) {
   return ConfigNode(read_yaml_string(yaml, "recipe.yaml"), "compression[0]");
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const UserError& e) {
-    return e.what();
-  }
-  return "";
 }
 
 nn::Conv2dImpl& conv(const ModelPtr& model, const std::string& path) {

@@ -21,6 +21,7 @@
 #include "train/train_test_util.h"
 
 using namespace shrink;
+using shrink::test::StopAt;
 using lowrank::LowRankFactorization;
 
 namespace {
@@ -84,15 +85,6 @@ void forward_zeros(const ModelPtr& model) {
 }
 
 std::string low_rank_entry(const std::string& body) { return "compression:\n  - method: low_rank\n" + body; }
-
-struct StopAt : Callback {
-  explicit StopAt(int64_t step) : step_(step) {}
-  std::string name() const override { return "stop"; }
-  void on_step_end(TrainContext& ctx) override {
-    if (ctx.step + 1 == step_) request_stop();
-  }
-  int64_t step_;
-};
 
 struct Run {
   Experiment e;

@@ -12,6 +12,7 @@
 #include "../train/train_test_util.h"
 
 using namespace shrink;
+using shrink::test::StopAt;
 using pruning::UnstructuredPruning;
 
 namespace {
@@ -23,15 +24,6 @@ struct SparsityRecorder : Callback {
   void on_step_begin(TrainContext&) override { seen.push_back(method_->current_sparsity()); }
   const UnstructuredPruning* method_;
   std::vector<double> seen;
-};
-
-struct StopAt : Callback {
-  explicit StopAt(int64_t step) : step_(step) {}
-  std::string name() const override { return "stop"; }
-  void on_step_end(TrainContext& ctx) override {
-    if (ctx.step + 1 == step_) request_stop();
-  }
-  int64_t step_;
 };
 
 std::string pruning_entry(const std::string& body) {

@@ -12,9 +12,11 @@
 #include "shrink/models/lenet.h"
 #include "shrink/sharing/compressed_model.h"
 #include "shrink/train/checkpoint.h"
+#include "train/train_test_util.h"
 #include "test_util.h"
 
 using namespace shrink;
+using shrink::test::error_of;
 using namespace shrink::sharing;
 using shrink::test::TempDir;
 
@@ -82,15 +84,6 @@ void expect_same_model(Experiment& a, Experiment& b) {
   b.model->eval();
   auto x = torch::rand({8, 1, 28, 28});
   EXPECT_TRUE(torch::equal(a.model->forward(x), b.model->forward(x)));
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const UserError& e) {
-    return e.what();
-  }
-  return "";
 }
 
 /// A test method whose state shapes the model: prepare_model registers a buffer of `grown_`

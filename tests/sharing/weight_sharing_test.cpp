@@ -20,6 +20,7 @@
 #include "train/train_test_util.h"
 
 using namespace shrink;
+using shrink::test::StopAt;
 using sharing::CentroidInit;
 using sharing::WeightSharing;
 
@@ -375,15 +376,6 @@ std::string tiny_mlp_recipe(const std::string& dir, int bits) {
 }
 
 /// Asks the trainer to stop after optimizer step `step`.
-struct StopAt : Callback {
-  explicit StopAt(int64_t step) : step_(step) {}
-  std::string name() const override { return "stop_at"; }
-  void on_step_end(TrainContext& ctx) override {
-    if (ctx.step + 1 == step_) request_stop();
-  }
-  int64_t step_;
-};
-
 TrainResult run_recipe(Experiment& e, const std::string& dir, bool resume) {
   apply_runtime_settings(e.recipe);
   TrainOptions options;

@@ -21,6 +21,7 @@
 #include "train/train_test_util.h"
 
 using namespace shrink;
+using shrink::test::error_of;
 using namespace shrink::structure;
 
 namespace {
@@ -68,15 +69,6 @@ std::vector<int64_t> complement(int64_t channels, const std::vector<int64_t>& ke
   for (int64_t c = 0; c < channels; ++c)
     if (!std::binary_search(keep.begin(), keep.end(), c)) out.push_back(c);
   return out;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const UserError& e) {
-    return e.what();
-  }
-  return "";
 }
 
 TrainContext context(const ModelPtr& model, int64_t step = 0) {
