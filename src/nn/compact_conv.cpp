@@ -3,6 +3,8 @@
 #include <cmath>
 #include <sstream>
 
+#include "shrink/nn/init.h"
+
 namespace shrink::nn {
 
 namespace {
@@ -208,16 +210,7 @@ void CyclicConvImpl::reset() {
   reset_parameters();
 }
 
-void CyclicConvImpl::reset_parameters() {
-  torch::NoGradGuard no_grad;
-  torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
-  if (bias.defined()) {
-    int64_t fan_in, fan_out;
-    std::tie(fan_in, fan_out) = torch::nn::init::_calculate_fan_in_and_fan_out(weight);
-    const auto bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
-    torch::nn::init::uniform_(bias, -bound, bound);
-  }
-}
+void CyclicConvImpl::reset_parameters() { init_conv_parameters(weight, bias); }
 
 torch::Tensor CyclicConvImpl::effective_weight() const {
   return torch::cat({weight, torch::rot90(weight, 1, {2, 3}), torch::rot90(weight, 2, {2, 3}),

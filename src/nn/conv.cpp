@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "shrink/nn/conv_forms.h"
+#include "shrink/nn/init.h"
 
 namespace shrink::nn {
 
@@ -40,8 +41,7 @@ void Conv2dImpl::reset() {
   reset_parameters();
 }
 
-void Conv2dImpl::reset_parameters() {
-  if (composite()) return;  // the form initialized its own layers
+void init_conv_parameters(torch::Tensor& weight, torch::Tensor& bias) {
   torch::NoGradGuard no_grad;
   torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
   if (bias.defined()) {
@@ -50,6 +50,11 @@ void Conv2dImpl::reset_parameters() {
     const auto bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
     torch::nn::init::uniform_(bias, -bound, bound);
   }
+}
+
+void Conv2dImpl::reset_parameters() {
+  if (composite()) return;  // the form initialized its own layers
+  init_conv_parameters(weight, bias);
 }
 
 torch::Tensor Conv2dImpl::forward(const torch::Tensor& input) {
