@@ -22,6 +22,7 @@
 #include "shrink/sharing/compressed_model.h"
 #include "shrink/train/checkpoint.h"
 #include "shrink/train/optim.h"
+#include "shrink/train/stages.h"
 #include "shrink/train/trainer.h"
 
 namespace fs = std::filesystem;
@@ -86,7 +87,8 @@ std::string recipe_reference_markdown() {
   out += "| `optimizer` | map | `{name: sgd}` | Optimizer: `name` and its options (below). |\n";
   out += "| `lr_schedule` | map | `{name: constant}` | LR schedule: `name` and its options (below). |\n";
   out += "| `param_groups` | list | `[]` | `{match: [globs], weight_decay, lr_scale}`: per-parameter-group options; "
-         "a parameter joins the first group that matches. |\n\n";
+         "a parameter joins the first group that matches. |\n";
+  out += markdown_options({stages_doc()}).substr(markdown_options({}).size()) + "\n";
   out += "## Compression entries (keys every method has)\n\n" + markdown_options(method_common_docs()) + "\n";
   out += "## `data` (keys every dataset has)\n\n" + markdown_options(data_common_option_docs());
   out += "| `transforms` | map | `{}` | `train:` and `test:` lists of transforms (below), applied per example in "
@@ -327,7 +329,14 @@ int main(int argc, char** argv) {
         e = load_experiment(recipe, ckpt, DataNeeds::TestOnly);
       }
       auto [table, json] = summary_of(e);
-      fmt::print("{}\n", as_json ? json : table);
+      // The model's feature taps: what distillation terms may pair.
+      if (as_json) {
+        auto j = nlohmann::json::parse(json);
+        j["taps"] = e.model->tap_names();
+        fmt::print("{}\n", j.dump(2));
+      } else {
+        fmt::print("{}feature taps: {}\n", table, fmt::format("{}", fmt::join(e.model->tap_names(), ", ")));
+      }
       return 0;
     }
 

@@ -36,6 +36,8 @@ void register_builtin_methods(Registry<MethodFactory>& registry) {
   register_sharing_methods(registry);
   register_lowrank_methods(registry);
   register_compact_methods(registry);
+  register_distill_methods(registry);
+  register_dynamic_methods(registry);
 }
 }  // namespace detail
 

@@ -2,7 +2,11 @@
 
 #include "shrink/models/model_input.h"
 
+#include <cmath>
 #include <string>
+#include <vector>
+
+#include "shrink/dynamic/block_gate.h"
 
 #include "shrink/core/error.h"
 
@@ -63,6 +67,82 @@ torch::Tensor ResidualBlockImpl::plain_shortcut(const torch::Tensor& x) {
     }
   }
   TORCH_CHECK(false, "unknown shortcut kind");
+}
+
+torch::Tensor ResidualBlockImpl::forward(const torch::Tensor& x) {
+  const double p = survival_probability;
+  if (p == 1.0) {
+    if (is_training()) ++branch_runs;
+    return run_branch(x, 1.0);
+  }
+  TORCH_CHECK(p >= 0.0 && p <= 1.0, "survival_probability must be in [0, 1], got ", p);
+  if (!is_training()) return run_branch(x, p);
+  // One draw on the global CPU generator per training forward, whatever the model's device:
+  // the trainer checkpoints that generator, so a resumed run draws the same sequence.
+  if (torch::rand({}, torch::TensorOptions().dtype(torch::kFloat64).device(torch::kCPU)).item<double>() < p) {
+    ++branch_runs;
+    return run_branch(x, 1.0);
+  }
+  ++branch_drops;
+  // The identity path only: preactivate() (a BN with running statistics) runs only when the
+  // shortcut needs it.
+  return merge(shortcut(x, shortcut_reads_pre() ? preactivate(x) : torch::Tensor()));
+}
+
+torch::Tensor ResidualBlockImpl::run_branch(const torch::Tensor& x, double scale) {
+  if (gate) return gated_forward(x, scale);
+  const auto pre = preactivate(x);
+  if (scale == 1.0) return merge(branch(pre) + shortcut(x, pre));
+  return merge(shortcut(x, pre) + scale * branch(pre));
+}
+
+torch::Tensor ResidualBlockImpl::gated_forward(const torch::Tensor& x, double scale) {
+  const int64_t n = x.size(0);
+  if (is_training()) {
+    const auto g = gate->forward(x);
+    last_gate_decisions = g;
+    gate_train_inputs += n;
+    gate_train_executed += std::llround(g.detach().sum().item<double>());
+    const auto pre = preactivate(x);
+    auto b = branch(pre);
+    std::vector<int64_t> shape(static_cast<size_t>(b.dim()), 1);
+    shape[0] = n;
+    b = b * g.view(shape);
+    if (scale != 1.0) b = b * scale;
+    return merge(shortcut(x, pre) + b);
+  }
+  torch::Tensor executing;
+  {
+    torch::NoGradGuard no_grad;  // hard decisions: nothing to differentiate
+    executing = gate->forward(x).nonzero().flatten();
+  }
+  const int64_t k = executing.numel();
+  gate_eval_inputs += n;
+  gate_eval_executed += k;
+  // Pre-activate the whole batch only where the shortcut reads it, or where every input runs.
+  const auto pre = shortcut_reads_pre() || k == n ? preactivate(x) : torch::Tensor();
+  auto out = shortcut(x, pre);
+  if (k == 0) return merge(out);
+  if (k == n) {
+    const auto b = branch(pre);
+    return merge(out + (scale == 1.0 ? b : scale * b));
+  }
+  auto b = branch(pre.defined() ? pre.index_select(0, executing) : preactivate(x.index_select(0, executing)));
+  if (scale != 1.0) b = b * scale;
+  return merge(out.index_add(0, executing, b));
+}
+
+void ResidualBlockImpl::set_gate(std::shared_ptr<dynamic::BlockGateImpl> g) {
+  const bool registered = named_children().contains("gate");
+  if (!g) {
+    if (registered) unregister_module("gate");
+  } else if (registered) {
+    replace_module("gate", g);
+  } else {
+    register_module("gate", g);
+  }
+  gate = std::move(g);
+  last_gate_decisions = torch::Tensor();
 }
 
 void ResidualBlockImpl::make_downsample(bool with_bn) {

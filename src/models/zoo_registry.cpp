@@ -1,5 +1,6 @@
 // Registers the model zoo (VGG, AlexNet, SqueezeNet, MobileNet V1/V2); called from
 // register_builtin_models (model_registry.cpp).
+#include "shrink/dynamic/dcn.h"
 #include "shrink/models/alexnet.h"
 #include "shrink/models/mlp.h"
 #include "shrink/models/mobilenet.h"
@@ -48,6 +49,10 @@ void register_zoo_models(Registry<ModelFactory>& registry) {
   add_builtin_model<HashedMlpImpl>(registry, "hashed_mlp",
                                    "HashedNets MLP (Chen et al. 2015): every layer a HashedLinear storing `compression` "
                                    "of its virtual weights");
+  registry.add({"dcn",
+                "Dynamic Capacity Network (Almahairi et al. 2016): a coarse net on every patch, a fine net on the k most "
+                "salient ones (mode: dcn | fine_everywhere | coarse_only)",
+                &dynamic::DcnImpl::from_config, dynamic::DcnImpl::schema().docs()});
 }
 
 }  // namespace shrink::detail

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <nlohmann/json.hpp>
 
+#include "shrink/compression/bench_parts.h"
 #include "shrink/train/optim.h"
 #include "shrink/train/trainer.h"
 
@@ -64,7 +65,7 @@ struct Stepper {
 
   Stepper(Experiment& experiment, int64_t bs, int64_t total_steps) : e(experiment) {
     prepare_experiment(e);
-    built = build_optimizer(e.model, e.recipe.train);
+    built = build_optimizer(e.model, e.recipe.train, method_trainable_tensors(e));
     callbacks = e.all_callbacks();
     const int64_t n = e.train_data->size();
     // Real batches from the training split (up to 64 distinct ones, cycled), fetched before timing.
@@ -151,6 +152,17 @@ BenchResult run_bench(Experiment& e, int64_t steps, int64_t repeats, Experiment*
     }
   }
   r.train_step = Timing::from(step_ms[0]);
+  for (auto* cb : steppers[0]->callbacks)
+    if (auto* owner = dynamic_cast<HasBenchParts*>(cb))
+      for (auto& [name, run] : owner->bench_parts()) {
+        const auto& batches = steppers[0]->batches;
+        run(batches.front().inputs);  // warm-up
+        sync(e.device);
+        r.parts.emplace_back(name, Timing::from(time_each(steps, [&](int64_t i) {
+                                 run(batches[i % batches.size()].inputs);
+                                 sync(e.device);
+                               })));
+      }
   std::vector<Stepper*> raw;
   for (auto& s : steppers) raw.push_back(s.get());
   auto inference = time_inference(raw, repeats);
@@ -173,6 +185,7 @@ std::string bench_text(const BenchResult& r) {
   std::string out = fmt::format("device {}, {} threads, batch {}\n", r.device, r.threads, r.batch_size);
   out += line("train step (batch " + std::to_string(r.batch_size) + ")", r.train_step);
   out += fmt::format("{:<28} {:.0f} images/s\n", "train throughput", r.train_images_per_sec());
+  for (const auto& [name, t] : r.parts) out += line("  of which " + name, t);
   out += line("inference batch 1", r.infer_batch1);
   out += line("inference batch " + std::to_string(r.batch_size), r.infer_batch);
   if (r.has_dense) {
@@ -257,6 +270,10 @@ std::string bench_json(const BenchResult& r) {
                    {"train_images_per_sec", r.train_images_per_sec()},
                    {"inference_batch1", timing(r.infer_batch1)},
                    {"inference_batch", timing(r.infer_batch)}};
+  if (!r.parts.empty()) {
+    j["parts"] = nlohmann::json::object();
+    for (const auto& [name, t] : r.parts) j["parts"][name] = timing(t);
+  }
   if (r.has_dense) {
     j["dense"] = {{"train_step", timing(r.dense_train_step)},
                   {"inference_batch1", timing(r.dense_infer_batch1)},

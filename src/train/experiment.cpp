@@ -15,6 +15,7 @@
 #include "shrink/nn/conv.h"
 #include "shrink/nn/linear.h"
 #include "shrink/train/optim.h"
+#include "shrink/train/stages.h"
 #include "shrink/train/trainer.h"
 
 namespace shrink {
@@ -86,6 +87,13 @@ Experiment build_experiment(const ConfigNode& root, DataNeeds needs) {
   if (e.train_data) {
     // A schedule may mix epochs and steps: check its order once steps per epoch are known.
     auto [spe, total] = training_length(e);
+    for (const auto& stage : parse_stages(e.recipe, spe)) {
+      TrainConfig c = e.recipe.train;
+      c.optimizer = stage.optimizer;
+      c.lr_schedule = stage.lr_schedule;
+      build_schedule(c.lr_schedule);
+      build_optimizer(e.model, c);
+    }
     for (const auto& m : e.methods) {
       const auto& s = m->spec().schedule;
       if (s.begin(spe) >= s.end(spe, total) && m->spec().where.valid())

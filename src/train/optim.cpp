@@ -112,7 +112,8 @@ Registry<OptimizerBuilder>& optimizer_registry() {
   return *registry;
 }
 
-BuiltOptimizer build_optimizer(const ModelPtr& model, const TrainConfig& train) {
+BuiltOptimizer build_optimizer(const ModelPtr& model, const TrainConfig& train,
+                               const std::vector<std::pair<std::string, torch::Tensor>>& extra) {
   const auto& node = train.optimizer;
   std::string name = "sgd";
   if (node.valid() && !node.is_null()) {
@@ -126,16 +127,19 @@ BuiltOptimizer build_optimizer(const ModelPtr& model, const TrainConfig& train) 
 
   // Each parameter joins the first group whose patterns match it; the rest form the default group.
   std::vector<std::vector<torch::Tensor>> members(train.param_groups.size() + 1);
-  for (const auto& item : model->named_parameters()) {
-    if (!item.value().requires_grad()) continue;
+  std::vector<std::pair<std::string, torch::Tensor>> trainable;
+  for (const auto& item : model->named_parameters()) trainable.emplace_back(item.key(), item.value());
+  trainable.insert(trainable.end(), extra.begin(), extra.end());
+  for (const auto& [name, tensor] : trainable) {
+    if (!tensor.requires_grad()) continue;
     size_t g = train.param_groups.size();
     for (size_t i = 0; i < train.param_groups.size() && g == train.param_groups.size(); ++i)
       for (const auto& pattern : train.param_groups[i].match)
-        if (glob_match(pattern, item.key())) {
+        if (glob_match(pattern, name)) {
           g = i;
           break;
         }
-    members[g].push_back(item.value());
+    members[g].push_back(tensor);
   }
   for (size_t i = 0; i < train.param_groups.size(); ++i)
     if (members[i].empty()) {

@@ -86,7 +86,7 @@ Recipe Recipe::parse(const ConfigNode& root) {
   r.model["name"];
 
   auto train = root.get("train");
-  TrainConfig::schema().parse_into(train, r.train, {"optimizer", "lr_schedule", "param_groups"});
+  TrainConfig::schema().parse_into(train, r.train, {"optimizer", "lr_schedule", "param_groups", "stages"});
   if (train.valid() && !train.is_null()) {
     r.train.optimizer = train.get("optimizer");
     r.train.lr_schedule = train.get("lr_schedule");

@@ -15,10 +15,12 @@
 #include <random>
 
 #include "progress.h"
+#include "shrink/compression/trainable_state.h"
 #include "shrink/config/recipe_file.h"
 #include "shrink/core/compat.h"
 #include "shrink/train/checkpoint.h"
 #include "shrink/train/optim.h"
+#include "shrink/train/stages.h"
 
 namespace shrink {
 
@@ -105,6 +107,8 @@ std::pair<int64_t, int64_t> training_length(const Experiment& e) {
   };
   if (spe == 0)
     where("batch_size").fail(fmt::format("{} is larger than the training set ({} examples) with drop_last", bs, n));
+  const auto stages = parse_stages(e.recipe, spe);
+  if (!stages.empty()) return {spe, stages.back().end_step};
   const int64_t total = static_cast<int64_t>(std::llround(train.epochs * spe));
   if (total < 1)
     where("epochs").fail(fmt::format("trains for no optimizer step ({} steps per epoch)", spe));
@@ -118,6 +122,16 @@ std::string fresh_run_dir(const std::string& output) {
     auto candidate = output + "-" + std::to_string(i);
     if (usable(candidate)) return candidate;
   }
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> method_trainable_tensors(const Experiment& e) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (auto* cb : e.all_callbacks())
+    if (auto* owner = dynamic_cast<const OwnsTrainableTensors*>(cb)) {
+      auto tensors = owner->trainable_tensors();
+      out.insert(out.end(), tensors.begin(), tensors.end());
+    }
+  return out;
 }
 
 double weight_sparsity(const ModelPtr& model) {
@@ -168,14 +182,23 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
   ctx.device = e.device;
   if (options.resume) load_checkpoint_methods(last_path, e);
   prepare_experiment(e);
-  auto built = build_optimizer(e.model, train_cfg);
-  auto& optimizer = *built.optimizer;
-  auto schedule = build_schedule(train_cfg.lr_schedule);
-  ctx.optimizer = &optimizer;
-  TrainerState state;
-  if (options.resume) load_checkpoint_model(last_path, e, &optimizer, &state);
-  json history = json::parse(state.history_json);
   const auto [spe, total_steps] = training_length(e);
+  // With train.stages each stage builds its own optimizer and schedule; a resumed run first
+  // learns its step, then builds the optimizer of that step's stage and loads its state.
+  const auto stages = parse_stages(e.recipe, spe);
+  TrainerState state;
+  if (options.resume && !stages.empty()) load_checkpoint_model(last_path, e, nullptr, &state);
+  const TrainStage* stage = stages.empty() ? nullptr : &stage_at(stages, state.step);
+  auto stage_config = [&](const TrainStage* s) {
+    TrainConfig c = train_cfg;
+    if (s) c.optimizer = s->optimizer, c.lr_schedule = s->lr_schedule;
+    return c;
+  };
+  auto built = build_optimizer(e.model, stage_config(stage), method_trainable_tensors(e));
+  auto schedule = build_schedule(stage_config(stage).lr_schedule);
+  ctx.optimizer = built.optimizer.get();
+  if (options.resume) load_checkpoint_model(last_path, e, built.optimizer.get(), &state);
+  json history = json::parse(state.history_json);
   const int64_t n = e.train_data->size();
   const int64_t total_epochs = (total_steps + spe - 1) / spe;
   ctx.steps_per_epoch = spe;
@@ -231,6 +254,8 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
     if (auto skipped = e.train_data->dataset()->skipped() + e.test_data->dataset()->skipped())
       log(fmt::format("{} unreadable images skipped (skip_corrupt)", skipped));
     for (const auto& g : built.group_names) log("optimizer group " + g);
+    for (const auto& st : stages)
+      log(fmt::format("stage '{}': {} epochs, steps {} to {}", st.name, st.epochs, st.begin_step, st.end_step));
   }
 
   DataLoader loader(e.train_data, train_loader_options(e));
@@ -271,7 +296,18 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
       batch.targets = batch.targets.to(e.device);
       ctx.step = state.step;
       ctx.batch = &batch;
-      const double factor = schedule->factor(state.step, spe, total_steps);
+      if (stage && state.step >= stage->end_step) {
+        stage = &stage_at(stages, state.step);
+        built = build_optimizer(e.model, stage_config(stage), method_trainable_tensors(e));
+        schedule = build_schedule(stage_config(stage).lr_schedule);
+        ctx.optimizer = built.optimizer.get();
+        log(fmt::format("stage '{}' from step {} to {}: a fresh optimizer", stage->name, stage->begin_step,
+                        stage->end_step));
+      }
+      auto& optimizer = *built.optimizer;
+      const double factor = stage ? schedule->factor(state.step - stage->begin_step, spe,
+                                                     stage->end_step - stage->begin_step)
+                                  : schedule->factor(state.step, spe, total_steps);
       for (size_t g = 0; g < optimizer.param_groups().size(); ++g)
         optimizer.param_groups()[g].options().set_lr(built.base_lrs[g] * factor);
       ctx.lr = built.base_lrs.front() * factor;
@@ -350,8 +386,8 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
     for (const auto& [key, value] : ctx.metrics) row[key] = value;
     history.push_back(row);
     state.history_json = history.dump();
-    if (state.best_epoch == state.epoch) save_checkpoint(best_path, e, &optimizer, state);
-    save_checkpoint(last_path, e, &optimizer, state);
+    if (state.best_epoch == state.epoch) save_checkpoint(best_path, e, built.optimizer.get(), state);
+    save_checkpoint(last_path, e, built.optimizer.get(), state);
     write_metrics_files(dir, history);
     std::string eval_text = row["eval_top1"].is_null()
                                 ? std::string()

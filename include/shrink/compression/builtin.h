@@ -28,6 +28,8 @@ void register_structure_methods(Registry<MethodFactory>& registry);  ///< src/st
 void register_sharing_methods(Registry<MethodFactory>& registry);    ///< src/sharing/register.cpp
 void register_lowrank_methods(Registry<MethodFactory>& registry);    ///< src/lowrank/register.cpp
 void register_compact_methods(Registry<MethodFactory>& registry);    ///< src/compact/register.cpp
+void register_distill_methods(Registry<MethodFactory>& registry);    ///< src/distill/register.cpp
+void register_dynamic_methods(Registry<MethodFactory>& registry);    ///< src/dynamic/register.cpp
 }  // namespace detail
 
 }  // namespace shrink

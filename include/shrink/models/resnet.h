@@ -32,6 +32,10 @@
 
 namespace shrink {
 
+namespace dynamic {
+class BlockGateImpl;  // shrink/dynamic/block_gate.h
+}
+
 /// How a block's shortcut matches the branch's output when the block changes the shape.
 enum class ShortcutKind {
   kIdentity,    ///< shapes match: the shortcut is x itself
@@ -57,10 +61,28 @@ class ResidualBlockImpl : public torch::nn::Module {
   /// Applied to branch + shortcut: ReLU in post-activation blocks, nothing in pre-activation ones.
   virtual torch::Tensor merge(const torch::Tensor& sum) { return sum; }
 
-  virtual torch::Tensor forward(const torch::Tensor& x) {
-    const auto pre = preactivate(x);
-    return merge(branch(pre) + shortcut(x, pre));
-  }
+  /// merge(branch(pre) + shortcut(x, pre)) when survival_probability is 1 (the default).
+  /// Below 1 (stochastic depth, Huang et al. 2016): in training, one draw per call decides
+  /// whether the branch runs (`torch::rand({}, kFloat64) < survival_probability`, on the global
+  /// CPU generator, so the recipe seed and checkpoints replay it); a dropped block returns
+  /// merge(shortcut(x, pre)) and computes nothing of its branch (no conv, no BN statistics, no
+  /// gradient), nor preactivate() unless shortcut_reads_pre() (else `pre` is undefined). In
+  /// eval mode the branch is scaled: merge(shortcut(x, pre) + survival_probability * branch(pre)).
+  ///
+  /// With a `gate` (ConvNet-AIG), per input n: merge(shortcut(x, pre)_n + g_n * branch(pre)_n),
+  /// g_n in {0, 1} from gate(x). In training the branch runs on the whole batch and is multiplied
+  /// by g (the gate learns through g's straight-through gradient). In eval mode only the inputs
+  /// with g_n = 1 run the branch (index_select, then index_add into the shortcut); the others
+  /// compute nothing of it, and with none executing branch() is not called; preactivate() runs
+  /// on the whole batch only when shortcut_reads_pre(), else on the executing inputs. Combined
+  /// with stochastic depth, the gated forward is what survives: a dropped training forward is
+  /// the shortcut (the gate does not run), and in eval mode the gated branch is scaled by
+  /// survival_probability.
+  virtual torch::Tensor forward(const torch::Tensor& x);
+
+  /// Whether shortcut() reads `pre` (a pre-activation block's projection); false when it reads
+  /// x only, so that a dropped block may skip preactivate().
+  virtual bool shortcut_reads_pre() const { return false; }
 
   /// The block's last BatchNorm on the branch (zero-init of the residual), or empty.
   virtual torch::nn::BatchNorm2d last_bn() { return nullptr; }
@@ -69,6 +91,26 @@ class ResidualBlockImpl : public torch::nn::Module {
   const int64_t out_channels;
   const int64_t stride;
   const ShortcutKind shortcut_kind;  ///< kIdentity when the block keeps the shape
+  /// Probability that the branch runs in a training forward, in [0, 1]; also its scale at test
+  /// time. 1 (default): a plain residual block. Set by the `stochastic_depth` method; not saved
+  /// in the model's state (the recipe's method sets it again).
+  double survival_probability = 1.0;
+  /// Training forwards in which the branch ran / was dropped (the stochastic_depth method
+  /// resets them each epoch); eval-mode forwards are not counted.
+  int64_t branch_runs = 0, branch_drops = 0;
+  /// The per-input gate, registered as the child "gate" (so its parameters are the model's and
+  /// checkpoints hold them); null: the block is not gated. Set through set_gate().
+  std::shared_ptr<dynamic::BlockGateImpl> gate;
+  /// Registers `g` as the child "gate", replacing the one there; null removes the gate.
+  void set_gate(std::shared_ptr<dynamic::BlockGateImpl> g);
+  /// The gate's decisions [N] in the last training forward (0/1 values carrying the
+  /// straight-through gradient), for the block_gating target-rate loss; whoever reads it resets
+  /// it. Undefined when the last training forward did not run the gate.
+  torch::Tensor last_gate_decisions;
+  /// Inputs the gate decided on and inputs whose branch ran, in training and in eval-mode
+  /// forwards apart (block_gating resets the training ones each epoch).
+  int64_t gate_train_inputs = 0, gate_train_executed = 0;
+  int64_t gate_eval_inputs = 0, gate_eval_executed = 0;
   /// Projection shortcut: "0" the 1x1 conv, "1" its BN (post-activation blocks only); null
   /// unless shortcut_kind is kProjection.
   torch::nn::ModuleList downsample{nullptr};
@@ -78,6 +120,9 @@ class ResidualBlockImpl : public torch::nn::Module {
   torch::Tensor plain_shortcut(const torch::Tensor& x);
   /// Registers `downsample` for a projection; `with_bn` adds the BN as child "1".
   void make_downsample(bool with_bn);
+  /// merge(shortcut + scale * branch), through the gate when there is one.
+  torch::Tensor run_branch(const torch::Tensor& x, double scale);
+  torch::Tensor gated_forward(const torch::Tensor& x, double scale);
 };
 
 /// Post-activation basic block (CIFAR ResNets, ResNet-18/34): relu(bn2(conv2(relu(bn1(conv1(x)))))
@@ -122,6 +167,7 @@ class PreActBlockImpl : public ResidualBlockImpl {
   torch::Tensor preactivate(const torch::Tensor& x) override;
   torch::Tensor branch(const torch::Tensor& pre) override;
   torch::Tensor shortcut(const torch::Tensor& x, const torch::Tensor& pre) override;
+  bool shortcut_reads_pre() const override { return shortcut_kind == ShortcutKind::kProjection; }
 
   nn::Conv2d conv1{nullptr}, conv2{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};  ///< bn1 on the input (in_channels), bn2 after conv1

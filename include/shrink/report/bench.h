@@ -21,6 +21,9 @@ struct BenchResult {
   Timing train_step;       ///< one optimizer step, every callback hook included
   Timing infer_batch1;     ///< eval-mode forward of one sample
   Timing infer_batch;      ///< eval-mode forward of batch_size samples
+  /// Parts of the step its methods time apart (HasBenchParts, e.g. "teacher forward"), on
+  /// training batches.
+  std::vector<std::pair<std::string, Timing>> parts;
   /// With a dense comparison: the same recipe without its compression entries, timed in the
   /// same run, alternating step by step with the compressed model (so load drifts hit both).
   bool has_dense = false;

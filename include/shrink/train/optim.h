@@ -37,7 +37,10 @@ struct BuiltOptimizer {
   std::vector<double> base_lrs;
   std::vector<std::string> group_names;  ///< for the log
 };
-BuiltOptimizer build_optimizer(const ModelPtr& model, const TrainConfig& train);
+/// `extra`: named tensors trained beside the model's (methods' own, see
+/// compression/trainable_state.h); they join groups like the model's parameters, after them.
+BuiltOptimizer build_optimizer(const ModelPtr& model, const TrainConfig& train,
+                               const std::vector<std::pair<std::string, torch::Tensor>>& extra = {});
 
 /// Learning-rate factor as a function of the step clock.
 class LrSchedule {

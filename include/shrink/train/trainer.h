@@ -50,6 +50,10 @@ TrainResult train(Experiment& experiment, const TrainOptions& options);
 double train_step(TrainContext& ctx, const std::vector<Callback*>& callbacks, torch::optim::Optimizer& optimizer,
                   const torch::nn::functional::CrossEntropyFuncOptions& loss_options, double grad_clip_norm);
 
+/// Tensors the experiment's methods train outside the model (OwnsTrainableTensors), in method
+/// order; pass to build_optimizer after prepare_experiment.
+std::vector<std::pair<std::string, torch::Tensor>> method_trainable_tensors(const Experiment& experiment);
+
 /// Steps per epoch and total optimizer steps of the recipe on its training split; a batch
 /// larger than the split (with drop_last) or a run of no step is a ConfigError at the key.
 std::pair<int64_t, int64_t> training_length(const Experiment& experiment);
