@@ -103,7 +103,8 @@ Distillation::Distillation(MethodSpec spec, Options options)
   if (options_.terms.empty()) fail_at_option(spec_, "terms", "needs at least one loss term");
   if (!options_.teacher && options_.teacher_torchscript.empty() && !options_.teacher_model.valid())
     fail_at_option(spec_, "teacher", "needs a teacher (a model section, a TorchScript file or a model object)");
-  epoch_sums_.assign(options_.terms.size(), 0.0);
+  epoch_sums_.assign(options_.terms.size(), torch::Tensor());
+  epoch_counts_.assign(options_.terms.size(), 0);
 }
 
 Distillation::~Distillation() = default;
@@ -122,8 +123,10 @@ void Distillation::bind(const ModelPtr& model) {
   student_ = model;
 }
 
-void Distillation::set_sample_shape(std::vector<int64_t> shape) {
-  TORCH_CHECK(student_, "distillation: set_sample_shape before bind");
+void Distillation::setup_for_training() {
+  TORCH_CHECK(student_, "distillation: setup_for_training before bind");
+  TORCH_CHECK(!sample_shape_.empty(), "distillation: setup_for_training before set_sample_shape");
+  const auto& shape = sample_shape_;
   const auto& student_taps = student_->tap_names();
   for (size_t i = 0; i < options_.terms.size(); ++i)
     for (const auto& tap : options_.terms[i].student)
@@ -236,13 +239,17 @@ std::vector<std::pair<std::string, std::function<void(const torch::Tensor&)>>> D
 
 void Distillation::prepare_model(TrainContext& ctx) {
   if (prepared_) return;
-  TORCH_CHECK(teacher_, "distillation: prepare_model before set_sample_shape (build the method through an Experiment)");
+  if (!teacher_) return;  // eval, summary, export: the student alone
   teacher_->to(ctx.device);
   for (auto& r : regressors_) r.module()->to(ctx.device);
   prepared_ = true;
 }
 
 void Distillation::on_train_begin(TrainContext& ctx) {
+  TORCH_CHECK(teacher_, "distillation: training without setup_for_training (build the experiment with its training data)");
+  if (options_.teacher_model.valid() && !options_.teacher_model.has("weights"))
+    ctx.log("distillation: warning: " + options_.teacher_model.path() +
+            " has no 'weights': the teacher is randomly initialized");
   std::string terms;
   for (const auto& t : options_.terms) {
     terms += (terms.empty() ? "" : " + ") + fmt::format("{} {}", t.weight, t.loss);
@@ -284,6 +291,12 @@ void Distillation::on_step_begin(TrainContext& ctx) {
   if (!taps.empty()) ctx.model->record_taps(taps);
 }
 
+std::vector<std::pair<std::string, double>> Distillation::last_terms() const {
+  std::vector<std::pair<std::string, double>> out;
+  for (const auto& [name, value] : last_terms_) out.emplace_back(name, value.item<double>());
+  return out;
+}
+
 torch::Tensor Distillation::on_loss(TrainContext& ctx, torch::Tensor loss) {
   last_terms_.clear();
   if (!active(ctx)) return loss;
@@ -297,13 +310,16 @@ torch::Tensor Distillation::on_loss(TrainContext& ctx, torch::Tensor loss) {
   auto student_tap = [&](const std::string& name) -> const torch::Tensor& {
     return name == "logits" ? ctx.outputs : ctx.model->tap(name);
   };
-  torch::Tensor total;
+  // `loss` is the recipe's cross-entropy plus the terms of the methods before this one: those
+  // terms are kept, and the cross-entropy is replaced by this method's weighted terms.
+  const auto& task_loss = ctx.task_loss.defined() ? ctx.task_loss : loss;
+  torch::Tensor total = loss.is_same(task_loss) ? torch::Tensor() : loss - task_loss;
   for (size_t i = 0; i < options_.terms.size(); ++i) {
     const auto& term = options_.terms[i];
     if (!term.active(epoch)) continue;
     torch::Tensor value;
     if (term.loss == "cross_entropy") {
-      value = loss;
+      value = task_loss;
     } else if (term.loss == "kd") {
       value = kd_loss(ctx.outputs, t_out.at("logits"), term.temperature);
     } else {
@@ -320,13 +336,13 @@ torch::Tensor Distillation::on_loss(TrainContext& ctx, torch::Tensor loss) {
         value = value.defined() ? value + v : v;
       }
     }
-    const double v = value.item<double>();
-    epoch_sums_[i] += v;
-    last_terms_.emplace_back(term.loss, v);
+    const auto detached = value.detach();
+    epoch_sums_[i] = epoch_sums_[i].defined() ? epoch_sums_[i] + detached : detached;
+    ++epoch_counts_[i];
+    last_terms_.emplace_back(term.loss, detached);
     auto weighted = value * term.weight;
     total = total.defined() ? total + weighted : weighted;
   }
-  ++epoch_steps_;
   return total;
 }
 
@@ -349,27 +365,40 @@ void Distillation::on_step_end(TrainContext& ctx) {
 }
 
 void Distillation::on_epoch_end(TrainContext& ctx) {
-  if (epoch_steps_ > 0) {
-    std::map<std::string, int> seen;
-    for (size_t i = 0; i < options_.terms.size(); ++i) {
-      if (epoch_sums_[i] == 0) continue;
-      const auto& loss = options_.terms[i].loss;
-      const int n = seen[loss]++;
-      ctx.metrics["distill_" + loss + (n ? std::to_string(n + 1) : "")] = epoch_sums_[i] / epoch_steps_;
-    }
+  for (size_t i = 0; i < options_.terms.size(); ++i) {
+    if (epoch_counts_[i] == 0) continue;
+    // "distill_kd"; with two terms of one kind, their term index: "distill_hint0", "distill_hint2".
+    const auto& loss = options_.terms[i].loss;
+    int64_t same_kind = 0;
+    for (const auto& t : options_.terms) same_kind += t.loss == loss;
+    ctx.metrics["distill_" + loss + (same_kind > 1 ? std::to_string(i) : "")] =
+        epoch_sums_[i].item<double>() / epoch_counts_[i];
   }
-  epoch_sums_.assign(options_.terms.size(), 0.0);
-  epoch_steps_ = 0;
+  epoch_sums_.assign(options_.terms.size(), torch::Tensor());
+  epoch_counts_.assign(options_.terms.size(), 0);
 }
 
 void Distillation::save_state(torch::serialize::OutputArchive& archive) const {
   archive.write("regressors", torch::tensor(static_cast<int64_t>(regressors_.size())));
   for (const auto& [name, tensor] : trainable_tensors()) archive.write(name, tensor);
+  // This epoch's term sums, so a run resumed mid-epoch reports the whole epoch.
+  std::vector<double> sums;
+  for (const auto& t : epoch_sums_) sums.push_back(t.defined() ? t.item<double>() : 0.0);
+  archive.write("epoch_sums", torch::tensor(sums, torch::kDouble));
+  archive.write("epoch_counts", torch::tensor(epoch_counts_));
 }
 
 void Distillation::load_state(torch::serialize::InputArchive& archive) {
   torch::Tensor count;
   if (!archive.try_read("regressors", count)) return;
+  if (!teacher_) return;  // eval, summary, export: the regressors only matter in training
+  torch::Tensor sums, counts;
+  if (archive.try_read("epoch_sums", sums) && archive.try_read("epoch_counts", counts) &&
+      sums.numel() == static_cast<int64_t>(epoch_sums_.size()) && counts.numel() == sums.numel())
+    for (size_t i = 0; i < epoch_sums_.size(); ++i) {
+      epoch_counts_[i] = counts[i].item<int64_t>();
+      epoch_sums_[i] = epoch_counts_[i] ? sums[i].clone() : torch::Tensor();
+    }
   if (count.item<int64_t>() != static_cast<int64_t>(regressors_.size()))
     throw UserError(fmt::format("{}: the checkpoint has {} hint regressor(s), the recipe makes {}", name(),
                                 count.item<int64_t>(), regressors_.size()));

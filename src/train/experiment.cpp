@@ -11,6 +11,7 @@
 #include "shrink/compression/method_errors.h"
 #include "shrink/compression/rebuilds_layers.h"
 #include "shrink/compression/sample_shape.h"
+#include "shrink/compression/training_setup.h"
 #include "shrink/core/compat.h"
 #include "shrink/nn/conv.h"
 #include "shrink/nn/linear.h"
@@ -74,6 +75,8 @@ Experiment build_experiment(const ConfigNode& root, DataNeeds needs) {
     auto method = build_method(entry);
     method->bind(e.model);
     if (auto* shaped = dynamic_cast<SampleShapeConsumer*>(method.get())) shaped->set_sample_shape(e.data_info.sample_shape);
+    if (auto* training = dynamic_cast<NeedsTrainingSetup*>(method.get()); training && e.train_data)
+      training->setup_for_training();
     e.methods.push_back(std::move(method));
   }
   for (const auto& entry : e.recipe.callbacks) {
@@ -83,7 +86,7 @@ Experiment build_experiment(const ConfigNode& root, DataNeeds needs) {
   // Optimizer and schedule options are checked now, before anything is written; the trainer
   // builds them again after the methods have prepared the model.
   build_schedule(e.recipe.train.lr_schedule);
-  build_optimizer(e.model, e.recipe.train);
+  build_optimizer(e.model, e.recipe.train, method_trainable_tensors(e));
   if (e.train_data) {
     // A schedule may mix epochs and steps: check its order once steps per epoch are known.
     auto [spe, total] = training_length(e);
@@ -92,7 +95,7 @@ Experiment build_experiment(const ConfigNode& root, DataNeeds needs) {
       c.optimizer = stage.optimizer;
       c.lr_schedule = stage.lr_schedule;
       build_schedule(c.lr_schedule);
-      build_optimizer(e.model, c);
+      build_optimizer(e.model, c, method_trainable_tensors(e));
     }
     for (const auto& m : e.methods) {
       const auto& s = m->spec().schedule;

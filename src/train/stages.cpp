@@ -13,6 +13,7 @@ std::vector<TrainStage> parse_stages(const Recipe& recipe, int64_t steps_per_epo
   if (!list.is_sequence() || list.size() == 0) list.fail("expected a non-empty list of stages ({name, epochs, ...})");
   std::set<std::string> names;
   int64_t step = 0;
+  double cumulative = 0;
   for (size_t i = 0; i < list.size(); ++i) {
     auto node = list.at(i);
     if (!node.is_map()) node.fail("expected a map {name, epochs, optimizer, lr_schedule}");
@@ -25,8 +26,10 @@ std::vector<TrainStage> parse_stages(const Recipe& recipe, int64_t steps_per_epo
     if (!(s.epochs > 0)) node["epochs"].fail("must be > 0");
     s.optimizer = node.has("optimizer") ? node["optimizer"] : recipe.train.optimizer;
     s.lr_schedule = node.has("lr_schedule") ? node["lr_schedule"] : recipe.train.lr_schedule;
+    // Boundaries from the cumulative epochs, so rounding does not add up over stages.
+    cumulative += s.epochs;
     s.begin_step = step;
-    s.end_step = step + static_cast<int64_t>(std::llround(s.epochs * steps_per_epoch));
+    s.end_step = static_cast<int64_t>(std::llround(cumulative * steps_per_epoch));
     if (s.end_step == s.begin_step)
       node["epochs"].fail("gives no optimizer step (" + std::to_string(steps_per_epoch) + " steps per epoch)");
     step = s.end_step;

@@ -151,6 +151,7 @@ double train_step(TrainContext& ctx, const std::vector<Callback*>& callbacks, to
   optimizer.zero_grad();
   ctx.outputs = ctx.model->forward(ctx.batch->inputs);
   auto loss = torch::nn::functional::cross_entropy(ctx.outputs, ctx.batch->targets, loss_options);
+  ctx.task_loss = loss;
   for (auto* cb : callbacks) loss = cb->on_loss(ctx, loss);
   const double loss_value = loss.item<double>();
   if (!std::isfinite(loss_value)) return loss_value;
@@ -197,7 +198,10 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
   auto built = build_optimizer(e.model, stage_config(stage), method_trainable_tensors(e));
   auto schedule = build_schedule(stage_config(stage).lr_schedule);
   ctx.optimizer = built.optimizer.get();
-  if (options.resume) load_checkpoint_model(last_path, e, built.optimizer.get(), &state);
+  // A checkpoint written at the end of a stage holds that stage's optimizer: the next stage
+  // starts fresh instead.
+  const bool at_stage_start = stage && state.step == stage->begin_step && state.step > 0;
+  if (options.resume && !at_stage_start) load_checkpoint_model(last_path, e, built.optimizer.get(), &state);
   json history = json::parse(state.history_json);
   const int64_t n = e.train_data->size();
   const int64_t total_epochs = (total_steps + spe - 1) / spe;
@@ -267,7 +271,10 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
   for (auto* cb : callbacks) cb->on_train_begin(ctx);
 
   auto loss_options = torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(train_cfg.label_smoothing);
-  ctx.lr = built.base_lrs.front() * schedule->factor(std::max<int64_t>(0, state.step - 1), spe, total_steps);
+  ctx.lr = built.base_lrs.front() *
+           (stage ? schedule->factor(std::max<int64_t>(0, state.step - 1 - stage->begin_step), spe,
+                                     stage->end_step - stage->begin_step)
+                  : schedule->factor(std::max<int64_t>(0, state.step - 1), spe, total_steps));
   const auto run_start = Clock::now();
   e.model->train();
 

@@ -6,6 +6,7 @@
 #include <torch/script.h>
 
 #include "shrink/distill/distillation.h"
+#include "shrink/distill/losses.h"
 #include "shrink/distill/teacher.h"
 #include "shrink/report/bench.h"
 #include "shrink/train/checkpoint.h"
@@ -101,6 +102,48 @@ TEST(Distillation, RecipeErrorsNameKeysTapsAndShapes) {
   e = error(kd_entry("{torchscript: " + dir.file("missing.pt") + "}", "      - {loss: kd}\n"));
   EXPECT_NE(e.find("teacher.torchscript"), std::string::npos) << e;
   EXPECT_NE(e.find("no such file"), std::string::npos) << e;
+}
+
+TEST(Distillation, LossIsTheWeightedTermsPlusEarlierMethodsTerms) {
+  TempDir dir;
+  auto e = build_experiment(recipe_node(small_recipe(
+      dir.file("run"),
+      kd_entry("{model: {name: lenet300}}",
+               "      - {loss: cross_entropy, weight: 0.25}\n      - {loss: kd, weight: 0.75, temperature: 3}\n"),
+      "lenet300", 256, 1)));
+  auto& d = distillation_of(e);
+  TrainContext ctx;
+  ctx.model = e.model;
+  ctx.steps_per_epoch = 4;
+  ctx.total_steps = 4;
+  prepare_experiment(e);
+  torch::manual_seed(3);
+  Batch batch{torch::randn({8, 1, 28, 28}), torch::randint(0, 10, {8})};
+  ctx.batch = &batch;
+  ctx.outputs = e.model->forward(batch.inputs);
+  ctx.task_loss = torch::nn::functional::cross_entropy(ctx.outputs, batch.targets);
+  // An earlier method added 5 to the loss: that term stays; the cross-entropy is reweighted.
+  auto loss = d.on_loss(ctx, ctx.task_loss + 5.0);
+  torch::Tensor teacher_logits;
+  {
+    torch::NoGradGuard no_grad;
+    teacher_logits = d.teacher().model()->forward(batch.inputs);
+  }
+  const double kd = distill::kd_loss(ctx.outputs, teacher_logits, 3.0).item<double>();
+  EXPECT_NEAR(loss.item<double>(), 5.0 + 0.25 * ctx.task_loss.item<double>() + 0.75 * kd, 1e-5);
+  ASSERT_EQ(d.last_terms().size(), 2u);
+  EXPECT_NEAR(d.last_terms()[1].second, kd, 1e-6);
+}
+
+TEST(Distillation, EvalOfTheStudentNeedsNoTeacher) {
+  TempDir dir;
+  // The teacher's checkpoint is gone: training fails at teacher.model.weights, eval builds fine.
+  const auto recipe = small_recipe(
+      dir.file("run"), kd_entry("{model: {name: lenet300, weights: " + dir.file("gone.pt") + "}}", "      - {loss: kd}\n"),
+      "lenet300", 256, 1);
+  auto error = error_of([&] { build_experiment(recipe_node(recipe)); });
+  EXPECT_NE(error.find("weights"), std::string::npos) << error;
+  EXPECT_NO_THROW(build_experiment(recipe_node(recipe), DataNeeds::TestOnly));
 }
 
 TEST(Distillation, TeacherStaysFrozenInEvalModeAndStudentLearns) {

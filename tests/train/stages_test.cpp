@@ -89,4 +89,32 @@ TEST(Stages, EachStageHasItsOwnOptimizerAndScheduleAndResumesExactly) {
   EXPECT_EQ(train(resumed, o).steps, 8);
   auto a = e.model->named_parameters(), b = resumed.model->named_parameters();
   for (const auto& item : a) EXPECT_TRUE(torch::equal(item.value(), b[item.key()])) << item.key();
+
+  // Stopped exactly at the boundary (the checkpoint holds the SGD state of stage 1): the Adam
+  // stage starts fresh, as it does without the stop.
+  auto at_boundary = make("boundary");
+  at_boundary.callbacks.push_back(std::make_unique<StopAt>(4));
+  o.run_dir = dir.file("boundary");
+  o.resume = false;
+  EXPECT_TRUE(train(at_boundary, o).interrupted);
+  clear_stop_request();
+  auto continued = make("boundary");
+  o.resume = true;
+  EXPECT_EQ(train(continued, o).steps, 8);
+  auto c = continued.model->named_parameters();
+  for (const auto& item : a) EXPECT_TRUE(torch::equal(item.value(), c[item.key()])) << item.key();
+}
+
+TEST(Stages, BoundariesComeFromCumulativeEpochs) {
+  Recipe r = Recipe::parse(recipe_node(small_recipe("unused",
+                                                    "  stages:\n    - {name: a, epochs: 0.5}\n"
+                                                    "    - {name: b, epochs: 0.5}\n    - {name: c, epochs: 1}\n")));
+  // 7 steps per epoch: 0.5 -> 4 (3.5 rounds up), 1.0 -> 7, 2.0 -> 14; per-stage rounding would give 4 + 4 + 7.
+  auto stages = parse_stages(r, 7);
+  ASSERT_EQ(stages.size(), 3u);
+  EXPECT_EQ(stages[0].end_step, 4);
+  EXPECT_EQ(stages[1].end_step, 7);
+  EXPECT_EQ(stages[2].end_step, 14);
+  EXPECT_EQ(stage_at(stages, 6).name, "b");
+  EXPECT_EQ(stage_at(stages, 99).name, "c");
 }

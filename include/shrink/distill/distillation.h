@@ -29,6 +29,7 @@
 #include "shrink/compression/method.h"
 #include "shrink/compression/sample_shape.h"
 #include "shrink/compression/trainable_state.h"
+#include "shrink/compression/training_setup.h"
 
 namespace shrink::distill {
 
@@ -70,6 +71,7 @@ struct DistillationOptions {
 
 class Distillation : public CompressionMethod,
                      public SampleShapeConsumer,
+                     public NeedsTrainingSetup,
                      public OwnsTrainableTensors,
                      public HasBenchParts {
  public:
@@ -82,8 +84,10 @@ class Distillation : public CompressionMethod,
   ~Distillation() override;
 
   void bind(const ModelPtr& model) override;
+  void set_sample_shape(std::vector<int64_t> shape) override { sample_shape_ = std::move(shape); }
   /// Builds the teacher, checks every tap pair on a probe batch, creates the hint regressors.
-  void set_sample_shape(std::vector<int64_t> shape) override;
+  /// Only for training (eval, summary and export of the student need no teacher).
+  void setup_for_training() override;
   std::vector<std::pair<std::string, torch::Tensor>> trainable_tensors() const override;
   std::vector<std::pair<std::string, std::function<void(const torch::Tensor&)>>> bench_parts() override;
 
@@ -98,10 +102,11 @@ class Distillation : public CompressionMethod,
   void load_state(torch::serialize::InputArchive& archive) override;
 
   const Teacher& teacher() const { return *teacher_; }
+  /// Null until setup_for_training (eval, summary and export never build it).
   /// Hint regressors in term order (one per student/teacher pair of each hint term).
   const std::vector<HintRegressor>& regressors() const { return regressors_; }
-  /// The terms' values at the last step (loss name + index -> value), for logs and tests.
-  const std::vector<std::pair<std::string, double>>& last_terms() const { return last_terms_; }
+  /// The active terms' values at the last step (loss name, unweighted value), for tests.
+  std::vector<std::pair<std::string, double>> last_terms() const;
 
  private:
   void fail_term(size_t term, const std::string& key, const std::string& message) const;
@@ -113,9 +118,12 @@ class Distillation : public CompressionMethod,
   std::unique_ptr<Teacher> teacher_;
   std::vector<HintRegressor> regressors_;
   std::vector<size_t> regressor_of_term_;  ///< first regressor index of each term
-  std::vector<std::pair<std::string, double>> last_terms_;
-  std::vector<double> epoch_sums_;  ///< per term, this epoch
-  int64_t epoch_steps_ = 0;
+  std::vector<int64_t> sample_shape_;
+  std::vector<std::pair<std::string, torch::Tensor>> last_terms_;
+  /// Per term, the sum of its values this epoch (detached, on the device: read once per epoch)
+  /// and the steps it was active.
+  std::vector<torch::Tensor> epoch_sums_;
+  std::vector<int64_t> epoch_counts_;
   bool prepared_ = false;
 };
 

@@ -26,6 +26,9 @@ struct TrainContext {
   double lr = 0.0;              ///< learning rate of the current step
   const Batch* batch = nullptr; ///< current batch (on device) during a step
   torch::Tensor outputs;        ///< model outputs of the current step
+  /// The recipe's cross-entropy of the current step, before any method added terms (on_loss
+  /// receives it plus the terms of the methods before it).
+  torch::Tensor task_loss;
   /// Extra per-epoch metrics (e.g. "sparsity"); written to metrics.jsonl/csv.
   std::map<std::string, double> metrics;
   /// The index-th batch of training data in a fixed order (no shuffling, train transforms with a
