@@ -8,6 +8,9 @@
 #include <iostream>
 #include <optional>
 #include <unistd.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <nlohmann/json.hpp>
 
 #include "cli_common.h"
@@ -151,6 +154,15 @@ int run_list(const std::string& kind, const std::string& name, bool markdown) {
 }  // namespace
 
 int main(int argc, char** argv) {
+#ifdef __GLIBC__
+  // glibc maps every allocation above its (adaptive) threshold separately and trims the heap top
+  // after frees, so LibTorch's activation and gradient buffers were page-faulted in again at every
+  // step: pinning the thresholds made a ResNet-20-teacher KD step 404 -> 322 ms and the plain
+  // student step 177 -> 160 ms (docs/results/distillation_dynamic.md). Buffers above 32 MiB are
+  // still mapped apart; up to 1 GiB of freed heap is kept for the next step.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+#endif
   CLI::App app{"Shrink: training-time model compression for LibTorch.\n"
                "YAML recipes drive a trainer; compression methods are registered callbacks (`shrink list method`)."};
   app.set_version_flag("--version", std::string("shrink " SHRINK_VERSION_STRING));
@@ -191,6 +203,9 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--repeats", repeats, "Timed inference repeats per batch size")->check(CLI::Range(1, 100000));
   bench_cmd->add_option("--set", overrides, "Override a recipe key (repeatable)")->allow_extra_args(false);
   bench_cmd->add_flag("--json", as_json, "Print JSON");
+  std::string bench_checkpoint;
+  bench_cmd->add_option("--checkpoint", bench_checkpoint,
+                        "Time the trained model of this checkpoint or run directory (e.g. learned gates)");
   bool compare_dense = false;
   bench_cmd->add_flag("--compare-dense", compare_dense,
                       "Also time the recipe without its compression entries, alternating step by step, and "
@@ -391,7 +406,12 @@ int main(int argc, char** argv) {
         dense_overrides.push_back("compression=[]");
         dense.emplace(build_experiment(load_recipe(recipe_path, dense_overrides)));
       }
-      auto r = run_bench(e, steps, repeats, dense ? &*dense : nullptr);
+      std::string ckpt;
+      if (!bench_checkpoint.empty()) {
+        ckpt = checkpoint_in(bench_checkpoint);
+        load_checkpoint_methods(ckpt, e);
+      }
+      auto r = run_bench(e, steps, repeats, dense ? &*dense : nullptr, ckpt);
       if (as_json) {
         auto j = nlohmann::json::parse(bench_json(r));
         if (loader_bench) j["loader"] = nlohmann::json::parse(loader_bench_json(loader));

@@ -286,9 +286,16 @@ std::vector<std::string> Distillation::teacher_taps_needed(double epoch) const {
 }
 
 void Distillation::on_step_begin(TrainContext& ctx) {
+  teacher_out_.clear();
   if (!active(ctx)) return;
-  auto taps = student_taps_needed(ctx.epoch_progress());
+  const double epoch = ctx.epoch_progress();
+  auto taps = student_taps_needed(epoch);
   if (!taps.empty()) ctx.model->record_taps(taps);
+  // The teacher runs first: between the student's forward and backward it would push the
+  // student's activations out of the caches (measured: a KD step then cost 14% more than the
+  // student step plus the teacher forward).
+  auto teacher_taps = teacher_taps_needed(epoch);
+  if (!teacher_taps.empty() && ctx.batch) teacher_out_ = teacher_->forward(ctx.batch->inputs, teacher_taps);
 }
 
 std::vector<std::pair<std::string, double>> Distillation::last_terms() const {
@@ -305,8 +312,9 @@ torch::Tensor Distillation::on_loss(TrainContext& ctx, torch::Tensor loss) {
   for (const auto& t : options_.terms) any = any || t.active(epoch);
   if (!any) return loss;
   auto teacher_taps = teacher_taps_needed(epoch);
-  std::map<std::string, torch::Tensor> t_out;
-  if (!teacher_taps.empty()) t_out = teacher_->forward(ctx.batch->inputs, teacher_taps);
+  std::map<std::string, torch::Tensor> t_out = std::move(teacher_out_);
+  teacher_out_.clear();
+  if (t_out.empty() && !teacher_taps.empty()) t_out = teacher_->forward(ctx.batch->inputs, teacher_taps);
   auto student_tap = [&](const std::string& name) -> const torch::Tensor& {
     return name == "logits" ? ctx.outputs : ctx.model->tap(name);
   };

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "shrink/compression/bench_parts.h"
+#include "shrink/train/checkpoint.h"
 #include "shrink/train/optim.h"
 #include "shrink/train/trainer.h"
 
@@ -63,8 +64,10 @@ struct Stepper {
   TrainContext ctx;
   torch::nn::functional::CrossEntropyFuncOptions loss_options;
 
-  Stepper(Experiment& experiment, int64_t bs, int64_t total_steps) : e(experiment) {
+  Stepper(Experiment& experiment, int64_t bs, int64_t total_steps, const std::string& checkpoint = "")
+      : e(experiment) {
     prepare_experiment(e);
+    if (!checkpoint.empty()) load_checkpoint_model(checkpoint, e);
     built = build_optimizer(e.model, e.recipe.train, method_trainable_tensors(e));
     callbacks = e.all_callbacks();
     const int64_t n = e.train_data->size();
@@ -130,7 +133,7 @@ std::vector<std::pair<Timing, Timing>> time_inference(const std::vector<Stepper*
 }
 }  // namespace
 
-BenchResult run_bench(Experiment& e, int64_t steps, int64_t repeats, Experiment* dense) {
+BenchResult run_bench(Experiment& e, int64_t steps, int64_t repeats, Experiment* dense, const std::string& checkpoint) {
   TORCH_CHECK(e.train_data, "bench needs the training split");
   BenchResult r;
   TORCH_CHECK(e.train_data->size() > 0, "bench: the training split is empty");
@@ -139,7 +142,7 @@ BenchResult run_bench(Experiment& e, int64_t steps, int64_t repeats, Experiment*
   r.device = e.recipe.device;
   const int64_t warmup_steps = 3;
   std::vector<std::unique_ptr<Stepper>> steppers;
-  steppers.push_back(std::make_unique<Stepper>(e, r.batch_size, warmup_steps + steps));
+  steppers.push_back(std::make_unique<Stepper>(e, r.batch_size, warmup_steps + steps, checkpoint));
   if (dense) steppers.push_back(std::make_unique<Stepper>(*dense, r.batch_size, warmup_steps + steps));
   std::vector<std::vector<double>> step_ms(steppers.size());
   for (int64_t i = 0; i < warmup_steps; ++i)

@@ -21,6 +21,7 @@
 // no term is active train on the recipe's cross-entropy alone.
 #include <torch/torch.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -119,6 +120,9 @@ class Distillation : public CompressionMethod,
   std::vector<HintRegressor> regressors_;
   std::vector<size_t> regressor_of_term_;  ///< first regressor index of each term
   std::vector<int64_t> sample_shape_;
+  /// The teacher's outputs for the current batch, computed in on_step_begin (before the
+  /// student's forward, so that the student's forward and backward run back to back).
+  std::map<std::string, torch::Tensor> teacher_out_;
   std::vector<std::pair<std::string, torch::Tensor>> last_terms_;
   /// Per term, the sum of its values this epoch (detached, on the device: read once per epoch)
   /// and the steps it was active.

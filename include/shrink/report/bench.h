@@ -35,7 +35,10 @@ struct BenchResult {
 /// Runs prepare_experiment, builds the optimizer, then times `steps` training steps (after 3
 /// warm-up steps) and `repeats` forwards at each inference batch size.
 /// With `dense` (an experiment of the same recipe without compression), times both, alternating.
-BenchResult run_bench(Experiment& experiment, int64_t steps, int64_t repeats, Experiment* dense = nullptr);
+/// With `checkpoint`, the experiment's model weights come from it after prepare_experiment (call
+/// load_checkpoint_methods first): the trained model is timed, e.g. gates that learned to skip.
+BenchResult run_bench(Experiment& experiment, int64_t steps, int64_t repeats, Experiment* dense = nullptr,
+                      const std::string& checkpoint = "");
 
 /// Data loading alone: images/s of the training split's loader (shuffle, transforms,
 /// normalization, stacking) with each worker count, over `batches` batches.
