@@ -4,27 +4,16 @@
 
 #include <cmath>
 #include <functional>
-#include <map>
-#include <set>
 #include <unordered_set>
 
 #include "shrink/compression/method_errors.h"
 #include "shrink/dynamic/block_gate.h"
+#include "shrink/dynamic/residual_targets.h"
 #include "shrink/nn/layer.h"
 
 namespace shrink::dynamic {
 
 namespace {
-
-const char* const kScheduleKeys[] = {"start_epoch", "end_epoch", "start_step", "end_step", "frequency"};
-
-bool schedule_key_set(const MethodSchedule& s, const std::string& key) {
-  if (key == "start_epoch") return s.start_epoch >= 0;
-  if (key == "end_epoch") return s.end_epoch >= 0;
-  if (key == "start_step") return s.start_step >= 0;
-  if (key == "end_step") return s.end_step >= 0;
-  return s.frequency != 1;
-}
 
 /// Runs the scope's end action even when a forward throws.
 struct ScopeExit {
@@ -84,13 +73,9 @@ BlockGating::BlockGating(MethodSpec spec, Options options)
     fail_at_option(spec_, "temperature", fmt::format("must be positive (got {})", options_.temperature));
   if (options_.calibration_batches < 0)
     fail_at_option(spec_, "calibration_batches", fmt::format("must be >= 0 (got {})", options_.calibration_batches));
-  for (const char* key : kScheduleKeys) {
-    const bool in_recipe = spec_.where.valid() && spec_.where.is_map() && spec_.where.has(key);
-    if (in_recipe || schedule_key_set(spec_.schedule, key))
-      fail_at_option(spec_, key,
-                     "block_gating takes no schedule: its gates belong to the trained network (they decide at "
-                     "test time which branches run)");
-  }
+  reject_schedule(spec_,
+                  "block_gating takes no schedule: its gates belong to the trained network (they decide at test "
+                  "time which branches run)");
 }
 
 void BlockGating::bind(const ModelPtr& model) {
@@ -98,29 +83,13 @@ void BlockGating::bind(const ModelPtr& model) {
   model_ = model;
   blocks_.clear();
   costs_ = GatingCosts();
-  auto* net = dynamic_cast<ResidualNetImpl*>(model.get());
-  const auto residual = net ? net->residual_blocks() : std::vector<ResidualBlockPtr>();
-  if (residual.empty())
-    fail_at_option(spec_, "method", "needs a model with residual blocks; " + model->name() + " has none");
-
-  std::map<const torch::nn::Module*, std::string> paths;
-  for (const auto& item : model->named_modules("", /*include_self=*/false))
-    paths.emplace(item.value().get(), item.key());
-  std::set<std::string> targeted;
-  for (const auto& item : target_modules_) targeted.insert(item.first);
-
-  std::string names;
-  bool any = false;
-  for (const auto& block : residual) {
+  for (const auto& t : targeted_residual_blocks(model, *this)) {
     GatedBlock b;
-    b.block = block;
-    b.path = paths.at(block.get());
-    b.targeted = targeted.count(b.path) > 0;
-    any |= b.targeted;
-    names += (names.empty() ? "" : ", ") + b.path;
+    b.block = t.block;
+    b.path = t.path;
+    b.targeted = t.targeted;
     blocks_.push_back(std::move(b));
   }
-  if (!any) fail_at_option(spec_, "targets", "matches no residual block; the model's blocks: " + names);
   // The method acts on the blocks only: layers inside them that another method rebuilds
   // (low_rank, compact_filters) are not stale targets of this one.
   target_parameters_.clear();

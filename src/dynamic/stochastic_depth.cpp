@@ -2,27 +2,10 @@
 
 #include <fmt/format.h>
 
-#include <map>
-#include <set>
-
 #include "shrink/compression/method_errors.h"
+#include "shrink/dynamic/residual_targets.h"
 
 namespace shrink::dynamic {
-
-namespace {
-
-const char* const kScheduleKeys[] = {"start_epoch", "end_epoch", "start_step", "end_step", "frequency"};
-
-/// Whether the C++ spec carries a schedule other than the default.
-bool schedule_key_set(const MethodSchedule& s, const std::string& key) {
-  if (key == "start_epoch") return s.start_epoch >= 0;
-  if (key == "end_epoch") return s.end_epoch >= 0;
-  if (key == "start_step") return s.start_step >= 0;
-  if (key == "end_step") return s.end_step >= 0;
-  return s.frequency != 1;
-}
-
-}  // namespace
 
 OptionSchema<StochasticDepth::Options> StochasticDepth::schema() {
   OptionSchema<Options> s;
@@ -43,13 +26,9 @@ StochasticDepth::StochasticDepth(MethodSpec spec, Options options)
     fail_at_option(spec_, "final_survival", fmt::format("must be in (0, 1] (got {})", p));
   if (options_.rule != "linear" && options_.rule != "uniform")
     fail_at_option(spec_, "rule", "must be linear or uniform (got '" + options_.rule + "')");
-  for (const char* key : kScheduleKeys) {
-    const bool in_recipe = spec_.where.valid() && spec_.where.is_map() && spec_.where.has(key);
-    if (in_recipe || schedule_key_set(spec_.schedule, key))
-      fail_at_option(spec_, key,
-                     "stochastic_depth takes no schedule: its survival probabilities belong to the trained network "
-                     "(they also scale the residual branches at test time)");
-  }
+  reject_schedule(spec_,
+                  "stochastic_depth takes no schedule: its survival probabilities belong to the trained network "
+                  "(they also scale the residual branches at test time)");
 }
 
 double StochasticDepth::survival(const std::string& rule, int64_t l, int64_t L, double final_survival) {
@@ -62,32 +41,17 @@ double StochasticDepth::survival(const std::string& rule, int64_t l, int64_t L, 
 void StochasticDepth::bind(const ModelPtr& model) {
   CompressionMethod::bind(model);
   blocks_.clear();
-  auto* net = dynamic_cast<ResidualNetImpl*>(model.get());
-  const auto residual = net ? net->residual_blocks() : std::vector<ResidualBlockPtr>();
-  if (residual.empty())
-    fail_at_option(spec_, "method", "needs a model with residual blocks; " + model->name() + " has none");
-
-  std::map<const torch::nn::Module*, std::string> paths;
-  for (const auto& item : model->named_modules("", /*include_self=*/false))
-    paths.emplace(item.value().get(), item.key());
-  std::set<std::string> targeted;
-  for (const auto& item : target_modules_) targeted.insert(item.first);
-
+  const auto residual = targeted_residual_blocks(model, *this);
   const auto L = static_cast<int64_t>(residual.size());
-  std::string names;
   for (int64_t l = 1; l <= L; ++l) {
     BlockSurvival b;
-    b.block = residual[l - 1];
+    b.block = residual[l - 1].block;
     b.index = l;
-    b.path = paths.at(b.block.get());
-    b.targeted = targeted.count(b.path) > 0;
+    b.path = residual[l - 1].path;
+    b.targeted = residual[l - 1].targeted;
     b.survival = b.targeted ? survival(options_.rule, l, L, options_.final_survival) : 1.0;
-    names += (names.empty() ? "" : ", ") + b.path;
     blocks_.push_back(std::move(b));
   }
-  bool any = false;
-  for (const auto& b : blocks_) any |= b.targeted;
-  if (!any) fail_at_option(spec_, "targets", "matches no residual block; the model's blocks: " + names);
 }
 
 void StochasticDepth::prepare_model(TrainContext& ctx) {
