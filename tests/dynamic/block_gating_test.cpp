@@ -21,22 +21,16 @@
 #include "shrink/train/checkpoint.h"
 #include "shrink/train/experiment.h"
 #include "shrink/train/trainer.h"
-#include "train/train_test_util.h"
+#include "dynamic/dynamic_test_util.h"
 
 using namespace shrink;
+using shrink::test::model_named;
+using shrink::test::randomize_bn;
 using dynamic::BlockGate;
 using dynamic::BlockGateOptions;
 using dynamic::BlockGating;
 
 namespace {
-
-ModelPtr model_named(const std::string& name, std::vector<int64_t> shape = {3, 8, 8}) {
-  torch::manual_seed(3);
-  DataInfo info;
-  info.sample_shape = std::move(shape);
-  info.num_classes = 10;
-  return build_model(ConfigNode(read_yaml_string("name: " + name + "\n", "model.yaml"), "model"), info);
-}
 
 ConfigNode entry(const std::string& yaml) {
   return ConfigNode(read_yaml_string("method: block_gating\n" + yaml, "recipe.yaml"), "compression[0]");
@@ -58,26 +52,6 @@ std::unique_ptr<BlockGating> prepared(const std::string& yaml, const ModelPtr& m
 
 std::vector<ResidualBlockPtr> blocks_of(const ModelPtr& model) {
   return dynamic_cast<ResidualNetImpl*>(model.get())->residual_blocks();
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
-
-void randomize_bn(torch::nn::Module& m) {
-  torch::NoGradGuard no_grad;
-  for (const auto& sub : m.modules(/*include_self=*/true))
-    if (auto* bn = sub->as<torch::nn::BatchNorm2dImpl>()) {
-      bn->running_mean.uniform_(-0.5, 0.5);
-      bn->running_var.uniform_(0.5, 1.5);
-      bn->weight.uniform_(0.5, 1.5);
-      bn->bias.uniform_(-0.2, 0.2);
-    }
 }
 
 std::map<std::string, torch::Tensor> snapshot(torch::nn::Module& m) {
@@ -433,17 +407,7 @@ TEST(BlockGatingMethod, TargetRateLoss) {
 TEST(BlockGatingRecipe, ErrorsNameTheFileLineAndKey) {
   auto model = model_named("resnet20");
   auto expect = [&](const std::string& yaml, const std::string& key_path, const std::string& needle,
-                    const ModelPtr& m) {
-    try {
-      prepared(yaml, m);
-      ADD_FAILURE() << yaml << ": no error";
-    } catch (const ConfigError& e) {
-      EXPECT_EQ(e.key_path(), key_path) << yaml;
-      const std::string what = e.what();
-      EXPECT_EQ(what.rfind("recipe.yaml:", 0), 0u) << what;
-      EXPECT_NE(what.find(needle), std::string::npos) << yaml << " -> " << what;
-    }
-  };
+                    const ModelPtr& m) { test::expect_recipe_error([&] { prepared(yaml, m); }, yaml, key_path, needle); };
   expect("target_rate: 0\n", "compression[0].target_rate", "must be in (0, 1] (got 0)", model);
   expect("target_rate: 1.2\n", "compression[0].target_rate", "must be in (0, 1] (got 1.2)", model);
   expect("penalty: -1\n", "compression[0].penalty", "must be a finite number >= 0 (got -1)", model);
@@ -456,14 +420,14 @@ TEST(BlockGatingRecipe, ErrorsNameTheFileLineAndKey) {
          model);
   expect("", "compression[0].method", "needs a model with residual blocks; shrink::LeNet5Impl has none",
          model_named("lenet5", {1, 28, 28}));
-  EXPECT_EQ(error_of([&] { prepared("hidden: 0\n", model); }).rfind("recipe.yaml:2:", 0), 0u);
+  EXPECT_EQ(test::any_error_of([&] { prepared("hidden: 0\n", model); }).rfind("recipe.yaml:2:", 0), 0u);
 
   MethodSpec spec;
   spec.method = "block_gating";
   spec.targets = {"*"};
   BlockGating::Options options;
   options.temperature = -1;
-  EXPECT_EQ(error_of([&] { BlockGating(spec, options); }), "block_gating: temperature: must be positive (got -1)");
+  EXPECT_EQ(test::any_error_of([&] { BlockGating(spec, options); }), "block_gating: temperature: must be positive (got -1)");
 }
 
 // ---- through the trainer ----
@@ -482,25 +446,6 @@ std::string tiny_recipe(const std::string& dir, double target, double penalty, i
          std::to_string(target) + ", penalty: " + std::to_string(penalty) + ", calibration_batches: 2}\n";
 }
 
-struct Run {
-  Experiment e;
-  TrainResult result;
-};
-
-Run train_run(const std::string& recipe, const std::string& dir, bool resume = false, int64_t stop_at = -1) {
-  Run r;
-  r.e = build_experiment(test::recipe_node(recipe));
-  apply_runtime_settings(r.e.recipe);
-  if (stop_at > 0) r.e.callbacks.push_back(std::make_unique<test::StopAt>(stop_at));
-  TrainOptions options;
-  options.run_dir = dir;
-  options.resume = resume;
-  options.quiet = true;
-  r.result = train(r.e, options);
-  clear_stop_request();
-  return r;
-}
-
 /// The last value of `key` in metrics.jsonl (NaN when absent).
 double last_metric(const std::string& metrics, const std::string& key) {
   const auto pos = metrics.rfind("\"" + key + "\":");
@@ -514,7 +459,7 @@ TEST(BlockGatingTraining, MeetsTheTargetRateEvaluatesFromItsCheckpointAndResumes
   test::TempDir tmp;
   const auto dir = tmp.file("half");
   const auto recipe = tiny_recipe(dir, 0.5, 20);
-  auto full = train_run(recipe, dir);
+  auto full = test::train_run(recipe, dir);
   const auto metrics = test::read_file(dir + "/metrics.jsonl");
   const double rate = last_metric(metrics, "gate_rate");
   const double eval_rate = last_metric(metrics, "gate_eval_rate");
@@ -552,8 +497,8 @@ TEST(BlockGatingTraining, MeetsTheTargetRateEvaluatesFromItsCheckpointAndResumes
   // weights and metrics.
   const auto split_dir = tmp.file("split");
   const auto split_recipe = tiny_recipe(split_dir, 0.5, 20);
-  ASSERT_TRUE(train_run(split_recipe, split_dir, false, 11).result.interrupted);
-  auto resumed = train_run(split_recipe, split_dir, true);
+  ASSERT_TRUE(test::train_run(split_recipe, split_dir, false, 11).result.interrupted);
+  auto resumed = test::train_run(split_recipe, split_dir, true);
   EXPECT_TRUE(same(snapshot(*full.e.model), snapshot(*resumed.e.model))) << "resumed weights differ";
   const auto split_metrics = test::read_file(split_dir + "/metrics.jsonl");
   EXPECT_DOUBLE_EQ(last_metric(split_metrics, "gate_rate"), rate);
@@ -567,7 +512,7 @@ TEST(BlockGatingTraining, MeetsTheTargetRateEvaluatesFromItsCheckpointAndResumes
 
   // A high target keeps most branches.
   const auto high_dir = tmp.file("high");
-  train_run(tiny_recipe(high_dir, 0.9, 20, 2), high_dir);
+  test::train_run(tiny_recipe(high_dir, 0.9, 20, 2), high_dir);
   const double high = last_metric(test::read_file(high_dir + "/metrics.jsonl"), "gate_rate");
   std::printf("target 0.9: gate_rate %.3f\n", high);
   EXPECT_NEAR(high, 0.9, 0.07);

@@ -19,20 +19,14 @@
 #include "shrink/train/checkpoint.h"
 #include "shrink/train/experiment.h"
 #include "shrink/train/trainer.h"
-#include "train/train_test_util.h"
+#include "dynamic/dynamic_test_util.h"
 
 using namespace shrink;
+using shrink::test::model_named;
+using shrink::test::randomize_bn;
 using dynamic::StochasticDepth;
 
 namespace {
-
-ModelPtr model_named(const std::string& name, std::vector<int64_t> shape = {3, 8, 8}) {
-  torch::manual_seed(3);
-  DataInfo info;
-  info.sample_shape = std::move(shape);
-  info.num_classes = 10;
-  return build_model(ConfigNode(read_yaml_string("name: " + name + "\n", "model.yaml"), "model"), info);
-}
 
 ConfigNode entry(const std::string& yaml) {
   return ConfigNode(read_yaml_string("method: stochastic_depth\n" + yaml, "recipe.yaml"), "compression[0]");
@@ -51,27 +45,6 @@ std::unique_ptr<StochasticDepth> prepared(const std::string& yaml, const ModelPt
 
 std::vector<ResidualBlockPtr> blocks_of(const ModelPtr& model) {
   return dynamic_cast<ResidualNetImpl*>(model.get())->residual_blocks();
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
-
-/// Non-trivial running statistics and affine parameters, so that eval-mode BN matters.
-void randomize_bn(torch::nn::Module& m) {
-  torch::NoGradGuard no_grad;
-  for (const auto& sub : m.modules(/*include_self=*/true))
-    if (auto* bn = sub->as<torch::nn::BatchNorm2dImpl>()) {
-      bn->running_mean.uniform_(-0.5, 0.5);
-      bn->running_var.uniform_(0.5, 1.5);
-      bn->weight.uniform_(0.5, 1.5);
-      bn->bias.uniform_(-0.2, 0.2);
-    }
 }
 
 /// Buffers and parameters of a module, cloned.
@@ -312,17 +285,7 @@ TEST(StochasticDepthBlock, RunsWithTheSurvivalProbabilityFromTheGlobalGenerator)
 TEST(StochasticDepthRecipe, ErrorsNameTheFileLineAndKey) {
   auto model = model_named("resnet20");
   auto expect = [&](const std::string& yaml, const std::string& key_path, const std::string& needle,
-                    const ModelPtr& m) {
-    try {
-      prepared(yaml, m);
-      ADD_FAILURE() << yaml << ": no error";
-    } catch (const ConfigError& e) {
-      EXPECT_EQ(e.key_path(), key_path) << yaml;
-      const std::string what = e.what();
-      EXPECT_EQ(what.rfind("recipe.yaml:", 0), 0u) << what;
-      EXPECT_NE(what.find(needle), std::string::npos) << yaml << " -> " << what;
-    }
-  };
+                    const ModelPtr& m) { test::expect_recipe_error([&] { prepared(yaml, m); }, yaml, key_path, needle); };
   expect("final_survival: 0\n", "compression[0].final_survival", "must be in (0, 1] (got 0)", model);
   expect("final_survival: 1.5\n", "compression[0].final_survival", "must be in (0, 1] (got 1.5)", model);
   expect("rule: linaer\n", "compression[0].rule", "did you mean 'linear'", model);
@@ -333,7 +296,7 @@ TEST(StochasticDepthRecipe, ErrorsNameTheFileLineAndKey) {
          model);
   expect("", "compression[0].method", "needs a model with residual blocks; shrink::LeNet5Impl has none",
          model_named("lenet5", {1, 28, 28}));
-  EXPECT_EQ(error_of([&] { prepared("final_survival: 0\n", model); }).rfind("recipe.yaml:2:", 0), 0u);
+  EXPECT_EQ(test::any_error_of([&] { prepared("final_survival: 0\n", model); }).rfind("recipe.yaml:2:", 0), 0u);
 
   // From C++ without a recipe: UserError naming the method and the key.
   MethodSpec spec;
@@ -341,10 +304,10 @@ TEST(StochasticDepthRecipe, ErrorsNameTheFileLineAndKey) {
   spec.targets = {"*"};
   StochasticDepth::Options options;
   options.final_survival = -1;
-  EXPECT_EQ(error_of([&] { StochasticDepth(spec, options); }),
+  EXPECT_EQ(test::any_error_of([&] { StochasticDepth(spec, options); }),
             "stochastic_depth: final_survival: must be in (0, 1] (got -1)");
   spec.schedule.start_step = 5;
-  EXPECT_NE(error_of([&] { StochasticDepth(spec, StochasticDepth::Options{}); }).find("stochastic_depth: start_step:"),
+  EXPECT_NE(test::any_error_of([&] { StochasticDepth(spec, StochasticDepth::Options{}); }).find("stochastic_depth: start_step:"),
             std::string::npos);
 }
 
@@ -361,31 +324,12 @@ std::string tiny_recipe(const std::string& dir) {
          "compression:\n  - {method: stochastic_depth, final_survival: 0.5}\n";
 }
 
-struct Run {
-  Experiment e;
-  TrainResult result;
-};
-
-Run train_run(const std::string& dir, bool resume = false, int64_t stop_at = -1) {
-  Run r;
-  r.e = build_experiment(test::recipe_node(tiny_recipe(dir)));
-  apply_runtime_settings(r.e.recipe);
-  if (stop_at > 0) r.e.callbacks.push_back(std::make_unique<test::StopAt>(stop_at));
-  TrainOptions options;
-  options.run_dir = dir;
-  options.resume = resume;
-  options.quiet = true;
-  r.result = train(r.e, options);
-  clear_stop_request();
-  return r;
-}
-
 }  // namespace
 
 TEST(StochasticDepthTraining, TinyResNet20LearnsReportsAndResumesExactly) {
   test::TempDir tmp;
   const auto dir = tmp.file("full");
-  auto full = train_run(dir);
+  auto full = test::train_run(tiny_recipe(dir), dir);
   EXPECT_GT(full.result.final_eval.top1, 40.0) << "chance is 25%";
   const auto metrics = test::read_file(dir + "/metrics.jsonl");
   EXPECT_NE(metrics.find("\"blocks_run_fraction\":"), std::string::npos) << metrics;
@@ -405,8 +349,8 @@ TEST(StochasticDepthTraining, TinyResNet20LearnsReportsAndResumesExactly) {
 
   // Interrupted mid-epoch and resumed: the same draws, so the same weights and metrics.
   const auto split_dir = tmp.file("split");
-  ASSERT_TRUE(train_run(split_dir, false, 11).result.interrupted);
-  auto resumed = train_run(split_dir, true);
+  ASSERT_TRUE(test::train_run(tiny_recipe(split_dir), split_dir, false, 11).result.interrupted);
+  auto resumed = test::train_run(tiny_recipe(split_dir), split_dir, true);
   const auto a = snapshot(*full.e.model), b = snapshot(*resumed.e.model);
   EXPECT_TRUE(same(a, b, "")) << "resumed weights differ";
   const auto split_metrics = test::read_file(split_dir + "/metrics.jsonl");
