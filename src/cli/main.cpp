@@ -20,6 +20,7 @@
 #include "shrink/core/plugin.h"
 #include "shrink/data/convert.h"
 #include "shrink/data/transforms.h"
+#include "shrink/quant/int8_model.h"
 #include "shrink/report/bench.h"
 #include "shrink/report/summary.h"
 #include "shrink/sharing/compressed_model.h"
@@ -184,21 +185,25 @@ int main(int argc, char** argv) {
   train_cmd->add_option("--resume", resume_dir, "Continue the run in this directory from its last.pt");
   train_cmd->add_flag("--quiet", quiet, "Print nothing but errors (log.txt is still written)");
 
-  auto* eval_cmd = app.add_subcommand("eval", "Evaluate a checkpoint, a compressed model file, or a recipe before training: test loss, top-1, top-5");
-  eval_cmd->add_option("recipe", recipe_path, "Recipe YAML file, a run directory / checkpoint, or a file from `shrink export --format compressed`")->required();
+  auto* eval_cmd = app.add_subcommand("eval", "Evaluate a checkpoint, a compressed or int8 model file, or a recipe before training: test loss, top-1, top-5");
+  eval_cmd->add_option("recipe", recipe_path, "Recipe YAML file, a run directory / checkpoint, or a file from `shrink export --format compressed|int8`")->required();
   eval_cmd->add_option("--checkpoint", checkpoint, "Checkpoint file (default: the run directory's last.pt; with a recipe and no checkpoint, the model as the recipe builds it before training)");
   eval_cmd->add_option("--set", overrides, "Override a recipe key (repeatable)")->allow_extra_args(false);
   eval_cmd->add_flag("--json", as_json, "Print JSON");
 
   auto* summary_cmd = app.add_subcommand(
       "summary", "Per-layer parameters, sparsity, bits and MACs; compression rate and MAC reduction");
-  summary_cmd->add_option("target", target, "Recipe YAML, checkpoint file, run directory or compressed model file")->required();
+  summary_cmd->add_option("target", target, "Recipe YAML, checkpoint file, run directory, or compressed or int8 model file")->required();
   summary_cmd->add_option("--set", overrides, "Override a recipe key (repeatable)")->allow_extra_args(false);
   summary_cmd->add_flag("--json", as_json, "Print JSON");
 
   auto* bench_cmd = app.add_subcommand(
-      "bench", "Time training steps (compression active), inference latency and, with --loader, data loading");
-  bench_cmd->add_option("recipe", recipe_path, "Recipe YAML file")->required();
+      "bench", "Time training steps (compression active), inference latency and, with --loader, data loading; "
+              "for an int8 model file, int8 against float32 inference latency");
+  bench_cmd->add_option("recipe", recipe_path,
+                        "Recipe YAML file, or an int8 model file (`shrink export --format int8`): then only inference "
+                        "is timed, against the recipe's float32 model")
+      ->required();
   bench_cmd->add_option("--steps", steps, "Timed training steps")->check(CLI::Range(1, 100000));
   bench_cmd->add_option("--repeats", repeats, "Timed inference repeats per batch size")->check(CLI::Range(1, 100000));
   bench_cmd->add_option("--set", overrides, "Override a recipe key (repeatable)")->allow_extra_args(false);
@@ -304,6 +309,10 @@ int main(int argc, char** argv) {
         // A file written by `shrink export --format compressed`: decoded into its recipe's model.
         checkpoint = recipe_path;
         e = sharing::load_compressed_experiment(recipe_path, overrides);
+      } else if (checkpoint.empty() && quant::is_int8_model(recipe_path)) {
+        // A file written by `shrink export --format int8`: its recipe's model on int8 kernels.
+        checkpoint = recipe_path;
+        e = quant::load_int8_experiment(recipe_path, overrides);
       } else {
         ConfigNode recipe;
         if (is_recipe_file(recipe_path)) {
@@ -339,6 +348,8 @@ int main(int argc, char** argv) {
       Experiment e;
       if (sharing::is_compressed_model(target)) {
         e = sharing::load_compressed_experiment(target, overrides);
+      } else if (quant::is_int8_model(target)) {
+        e = quant::load_int8_experiment(target, overrides);
       } else {
         auto [recipe, ckpt] = recipe_or_run(target, overrides);
         e = load_experiment(recipe, ckpt, DataNeeds::TestOnly);
@@ -391,6 +402,16 @@ int main(int argc, char** argv) {
     }
 
     if (*bench_cmd) {
+      if (quant::is_int8_model(recipe_path)) {
+        // Int8 kernels do not train: inference latency only, against the float32 model.
+        if (loader_bench || loader_only || compare_dense || !bench_checkpoint.empty())
+          throw UserError("bench: '" + recipe_path + "' is an int8 model; --loader, --loader-only, --compare-dense "
+                          "and --checkpoint apply to recipes");
+        auto e = quant::load_int8_experiment(recipe_path, overrides);
+        auto r = quant::bench_int8_model(e, repeats);
+        fmt::print("{}\n", as_json ? quant::int8_bench_json(r) : quant::int8_bench_text(r));
+        return 0;
+      }
       auto e = build_experiment(load_recipe(recipe_path, overrides));
       apply_runtime_settings(e.recipe);
       std::vector<LoaderBenchResult> loader;

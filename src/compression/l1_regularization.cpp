@@ -38,6 +38,7 @@ void register_builtin_methods(Registry<MethodFactory>& registry) {
   register_compact_methods(registry);
   register_distill_methods(registry);
   register_dynamic_methods(registry);
+  register_quant_methods(registry);
 }
 }  // namespace detail
 

@@ -19,7 +19,11 @@ void Conv2dImpl::reset() {
               options.in_channels(), ") and out_channels (", options.out_channels(), ")");
   form_ = nullptr;
   form_forward_ = nullptr;
+  quant_ = QuantizerSlots();
+  folded_bn_ = nullptr;
   if (composite()) {
+    TORCH_CHECK(!options.quant().any(), "shrink::nn::Conv2d: a ", options.form().str(),
+                " layer has no weight of its own to quantize (quantize its inner layers)");
     TORCH_CHECK(!options.masked(), "shrink::nn::Conv2d: a ", options.form().str(),
                 " layer has no weight of its own to mask (mask its inner layers)");
     weight = bias = weight_mask = torch::Tensor();
@@ -39,6 +43,7 @@ void Conv2dImpl::reset() {
   }
   weight_mask = options.masked() ? register_buffer("weight_mask", torch::ones_like(weight)) : torch::Tensor();
   reset_parameters();
+  quant_.attach(*this, options.quant());
 }
 
 void init_conv_parameters(torch::Tensor& weight, torch::Tensor& bias) {
@@ -59,14 +64,77 @@ void Conv2dImpl::reset_parameters() {
 
 torch::Tensor Conv2dImpl::forward(const torch::Tensor& input) {
   if (form_forward_ != nullptr) return form_forward_->forward(input);
-  auto output = torch::conv2d(input, weight, bias, options.stride(), options.padding(), options.dilation(),
-                              options.groups());
+  torch::Tensor output;
+  if (kernel_) {
+    output = kernel_->forward(input);
+  } else if (!quant_.any() && !folded_bn_) {
+    output = torch::conv2d(input, weight, bias, options.stride(), options.padding(), options.dilation(),
+                           options.groups());
+  } else {
+    const auto x = quant_.input ? quant_.input->quantize(input) : input;
+    if (folded_bn_) {
+      // Jacob et al. 2018 (and PyTorch's ConvBn2d): quantize the folded weight, undo the scale
+      // on the output so the model's BatchNorm (still applied after) sees the usual input.
+      // The convolution is linear in its weight, so conv(x, Q(w s)) / s = conv(x, Q(w s) / s):
+      // dividing the weight instead of the output keeps the folding off the activations.
+      const auto scale = fold_scale(folded_bn_).view({-1, 1, 1, 1});
+      auto w = weight * scale;
+      if (quant_.weight) w = quant_.weight->quantize(w);
+      output = torch::conv2d(x, w / scale, bias, options.stride(), options.padding(), options.dilation(),
+                             options.groups());
+    } else {
+      const auto w = quant_.weight ? quant_.weight->quantize(weight) : weight;
+      output = torch::conv2d(x, w, bias, options.stride(), options.padding(), options.dilation(), options.groups());
+    }
+    if (quant_.output) output = quant_.output->quantize(output);
+  }
   out_h_ = output.size(-2);
   out_w_ = output.size(-1);
   return output;
 }
 
+torch::Tensor fold_scale(const torch::nn::BatchNorm2d& bn) {
+  auto scale = torch::rsqrt(bn->running_var + bn->options.eps());
+  if (bn->options.affine()) scale = bn->weight * scale;
+  // A zero gamma makes the BatchNorm's output constant: any nonzero scale gives the same result.
+  return torch::where(scale == 0, torch::ones_like(scale), scale);
+}
+
+void Conv2dImpl::set_quantizers(const LayerQuantizers& quant) {
+  TORCH_CHECK(!composite() || !quant.any(), "shrink::nn::Conv2d: a ", options.form().str(),
+              " layer has no weight of its own to quantize (quantize its inner layers)");
+  quant_.detach(*this);
+  options.quant(quant);
+  quant_.attach(*this, quant);
+  if (!weight.defined()) return;
+  for (auto& child : children()) child->to(weight.device());
+}
+
+void Conv2dImpl::fold_batch_norm(torch::nn::BatchNorm2d bn) {
+  TORCH_CHECK(!composite(), "shrink::nn::Conv2d: cannot fold a BatchNorm into a ", options.form().str(), " layer");
+  if (bn) {
+    TORCH_CHECK(bn->options.num_features() == options.out_channels(), "shrink::nn::Conv2d: the BatchNorm has ",
+                bn->options.num_features(), " features, the convolution ", options.out_channels(), " outputs");
+    TORCH_CHECK(bn->options.track_running_stats(), "shrink::nn::Conv2d: cannot fold a BatchNorm without running statistics");
+  }
+  folded_bn_ = std::move(bn);
+}
+
+torch::Tensor Conv2dImpl::folded_weight() const {
+  if (!folded_bn_) return weight;
+  // The true factor here (0 where gamma is 0): those output channels are the BN's beta alone.
+  auto scale = torch::rsqrt(folded_bn_->running_var + folded_bn_->options.eps());
+  if (folded_bn_->options.affine()) scale = folded_bn_->weight * scale;
+  return weight * scale.view({-1, 1, 1, 1});
+}
+
+double Conv2dImpl::bits_per_weight() const {
+  if (!quant_.weight || !weight.defined()) return 32.0;
+  return quant_.weight->stored_bits(weight) / static_cast<double>(weight.numel());
+}
+
 void Conv2dImpl::set_form(const ConvForm& form) {
+  TORCH_CHECK(!quant_.any(), "shrink::nn::Conv2d: cannot change the form of a quantized layer");
   TORCH_CHECK(!options.masked(), "shrink::nn::Conv2d: cannot change the form of a masked layer");
   // An unmasked layer owns no buffers; its only possible child is "form".
   auto clear = [this] {
@@ -126,6 +194,9 @@ void Conv2dImpl::pretty_print(std::ostream& stream) const {
   if (options.groups() != 1) stream << ", groups=" << options.groups();
   if (!options.bias()) stream << ", bias=" << std::boolalpha << false;
   if (composite()) stream << ", form=" << options.form().str();
+  if (options.quant().weight) stream << ", weight_quant=" << options.quant().weight->description;
+  if (options.quant().input) stream << ", input_quant=" << options.quant().input->description;
+  if (options.quant().output) stream << ", output_quant=" << options.quant().output->description;
   stream << ")";
 }
 

@@ -12,7 +12,10 @@ void LinearImpl::reset() {
               options.in_features(), " and ", options.out_features());
   TORCH_CHECK(options.rank() >= 0, "shrink::nn::Linear: rank must be >= 0, got ", options.rank());
   first = second = nullptr;
+  quant_ = QuantizerSlots();
   if (composite()) {
+    TORCH_CHECK(!options.quant().any(), "shrink::nn::Linear: a rank-", options.rank(),
+                " layer has no weight of its own to quantize (quantize its inner layers)");
     TORCH_CHECK(!options.masked(), "shrink::nn::Linear: a rank-", options.rank(),
                 " layer has no weight of its own to mask (mask its inner layers)");
     weight = bias = weight_mask = torch::Tensor();
@@ -30,6 +33,7 @@ void LinearImpl::reset() {
   }
   weight_mask = options.masked() ? register_buffer("weight_mask", torch::ones_like(weight)) : torch::Tensor();
   reset_parameters();
+  quant_.attach(*this, options.quant());
 }
 
 void LinearImpl::reset_parameters() {
@@ -49,10 +53,31 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& input) {
   for (size_t d = 1; d + 1 < sizes.size(); ++d) positions *= sizes[d];
   positions_ = positions;
   if (composite()) return second->forward(first->forward(input));
-  return torch::linear(input, weight, bias);
+  if (kernel_) return kernel_->forward(input);
+  if (!quant_.any()) return torch::linear(input, weight, bias);
+  const auto x = quant_.input ? quant_.input->quantize(input) : input;
+  const auto w = quant_.weight ? quant_.weight->quantize(weight) : weight;
+  auto output = torch::linear(x, w, bias);
+  return quant_.output ? quant_.output->quantize(output) : output;
+}
+
+void LinearImpl::set_quantizers(const LayerQuantizers& quant) {
+  TORCH_CHECK(!composite() || !quant.any(), "shrink::nn::Linear: a rank-", options.rank(),
+              " layer has no weight of its own to quantize (quantize its inner layers)");
+  quant_.detach(*this);
+  options.quant(quant);
+  quant_.attach(*this, quant);
+  if (!weight.defined()) return;
+  for (auto& child : children()) child->to(weight.device());
+}
+
+double LinearImpl::bits_per_weight() const {
+  if (!quant_.weight || !weight.defined()) return 32.0;
+  return quant_.weight->stored_bits(weight) / static_cast<double>(weight.numel());
 }
 
 void LinearImpl::set_rank(int64_t rank) {
+  TORCH_CHECK(!quant_.any(), "shrink::nn::Linear: cannot change the rank of a quantized layer");
   TORCH_CHECK(!options.masked(), "shrink::nn::Linear: cannot change the rank of a masked layer");
   TORCH_CHECK(rank >= 0, "shrink::nn::Linear: rank must be >= 0, got ", rank);
   options.rank(rank);
@@ -86,6 +111,9 @@ void LinearImpl::pretty_print(std::ostream& stream) const {
   stream << std::boolalpha << "shrink::nn::Linear(in_features=" << options.in_features()
          << ", out_features=" << options.out_features() << ", bias=" << options.bias();
   if (composite()) stream << ", rank=" << options.rank();
+  if (options.quant().weight) stream << ", weight_quant=" << options.quant().weight->description;
+  if (options.quant().input) stream << ", input_quant=" << options.quant().input->description;
+  if (options.quant().output) stream << ", output_quant=" << options.quant().output->description;
   stream << ")";
 }
 

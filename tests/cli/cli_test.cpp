@@ -31,7 +31,7 @@ TEST(CliValidation, EachErrorNamesFileLineKeyAndWritesNothing) {
       {"train:\n  optimizer: {name: sgd, lr: -1}\n", "r.yaml:4:30: train.optimizer.lr: must be >= 0 (got -1)"},
       {"compression:\n  - method: l1_regularisation\n",
        "r.yaml:4:13: compression[0].method: unknown compression method 'l1_regularisation' (did you mean "
-       "'l1_regularization'?); registered: block_gating, compact_filters, dcn_hint, distillation, filter_pruning, group_lasso, l1_regularization, low_rank, stochastic_depth, unstructured_pruning, weight_sharing"},
+       "'l1_regularization'?); registered: block_gating, compact_filters, dcn_hint, distillation, filter_pruning, group_lasso, l1_regularization, low_rank, quantization, stochastic_depth, unstructured_pruning, weight_sharing"},
       {"compression:\n  - method: l1_regularization\n    targets: [fc1.weight, 'fc9*']\n",
        "r.yaml:5:27: compression[0].targets[1]: 'fc9*' matches no module or parameter of the model; parameters: "
        "conv1.weight, conv1.bias, conv2.weight, conv2.bias, fc1.weight, fc1.bias, fc2.weight, fc2.bias"},

@@ -34,7 +34,7 @@ TEST(ExportCli, CompressedExportOfATinyRunAndItsErrors) {
 
   r = run_shrink("export " + tmp.file("run") + " --format onnx --output " + tmp.file("x"));
   EXPECT_EQ(r.status, 2) << r.output;
-  EXPECT_EQ(r.output, "error: export: unknown --format 'onnx'; formats: compressed\n");
+  EXPECT_EQ(r.output, "error: export: unknown --format 'onnx'; formats: compressed, int8\n");
   r = run_shrink("export " + tmp.file("nowhere") + " --format compressed --output " + tmp.file("x"));
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_NE(r.output.find("'" + tmp.file("nowhere") + "' does not exist"), std::string::npos) << r.output;

@@ -30,6 +30,7 @@ void register_lowrank_methods(Registry<MethodFactory>& registry);    ///< src/lo
 void register_compact_methods(Registry<MethodFactory>& registry);    ///< src/compact/register.cpp
 void register_distill_methods(Registry<MethodFactory>& registry);    ///< src/distill/register.cpp
 void register_dynamic_methods(Registry<MethodFactory>& registry);    ///< src/dynamic/register.cpp
+void register_quant_methods(Registry<MethodFactory>& registry);      ///< src/quant/register.cpp
 }  // namespace detail
 
 }  // namespace shrink

@@ -5,6 +5,7 @@
 
 #include "shrink/nn/layer.h"
 #include "shrink/nn/layer_form.h"
+#include "shrink/nn/quant_hook.h"
 
 namespace shrink::nn {
 
@@ -40,9 +41,16 @@ struct Conv2dOptions {
   /// (low-rank factors, compact or transferred filters) keeps its parameters in the child
   /// "form" and leaves `weight` and `bias` undefined. Not combinable with `masked`.
   TORCH_ARG(ConvForm, form) = ConvForm();
+  /// Fake quantizers on the weight, input and output (quantization-aware training; see
+  /// shrink/quant). Dense form only. Default: none
+  TORCH_ARG(LayerQuantizers, quant) = {};
 };
 
 class ConvFormLayer;
+
+/// gamma / sqrt(running_var + eps) of `bn` (1 where that is 0): the per-output-channel factor
+/// by which folding `bn` into the convolution before it multiplies the weight.
+torch::Tensor fold_scale(const torch::nn::BatchNorm2d& bn);
 
 class Conv2dImpl : public torch::nn::Cloneable<Conv2dImpl>, public CostedLayer {
  public:
@@ -83,6 +91,26 @@ class Conv2dImpl : public torch::nn::Cloneable<Conv2dImpl>, public CostedLayer {
   /// form fits the layer and that the layer has no mask.
   void set_form(const ConvForm& form);
 
+  /// Replaces the layer's quantizers (children "weight_quantizer", "input_quantizer",
+  /// "output_quantizer"), freshly built; none when `quant` is empty. Dense form only.
+  void set_quantizers(const LayerQuantizers& quant);
+  const QuantizerSlots& quantizers() const { return quant_; }
+  /// Folds `bn` (the BatchNorm2d the model applies to this layer's output) into the weight
+  /// quantization as in Jacob et al. 2018: the weight quantizer sees weight * gamma / sigma
+  /// (running sigma), the output is divided back by gamma / sigma, and `bn` still runs after.
+  /// In eval mode the layer then computes exactly the folded, quantized convolution. Null
+  /// undoes it. Runtime only: not saved, and reset()/clone() drop it.
+  void fold_batch_norm(torch::nn::BatchNorm2d bn);
+  const torch::nn::BatchNorm2d& folded_batch_norm() const { return folded_bn_; }
+  /// weight * gamma / sigma with the folded BatchNorm (0 for channels whose gamma is 0, whose
+  /// output is then the BN's beta alone); `weight` when none is folded.
+  torch::Tensor folded_weight() const;
+  /// Runs `kernel` instead of the float convolution (int8 inference); null restores it.
+  void set_kernel(std::shared_ptr<LayerKernel> kernel) { kernel_ = std::move(kernel); }
+  const std::shared_ptr<LayerKernel>& kernel() const { return kernel_; }
+  /// The weight quantizer's stored bits per weight (32 without one).
+  double bits_per_weight() const override;
+
   Conv2dOptions options;
   torch::Tensor weight;  ///< [out_channels, in_channels / groups, kh, kw]
   torch::Tensor weight_mask;  ///< like `weight`, 1 kept / 0 pruned; undefined unless masked
@@ -92,6 +120,9 @@ class Conv2dImpl : public torch::nn::Cloneable<Conv2dImpl>, public CostedLayer {
   int64_t out_h_ = 0, out_w_ = 0;  ///< output size of the last forward (0 before any forward)
   std::shared_ptr<torch::nn::Module> form_;  ///< composite forms only
   ConvFormLayer* form_forward_ = nullptr;     ///< form_ as the interface forward calls
+  QuantizerSlots quant_;                      ///< options.quant() as built by reset()
+  torch::nn::BatchNorm2d folded_bn_{nullptr};
+  std::shared_ptr<LayerKernel> kernel_;
 };
 
 TORCH_MODULE(Conv2d);

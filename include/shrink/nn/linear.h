@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "shrink/nn/layer.h"
+#include "shrink/nn/quant_hook.h"
 
 namespace shrink::nn {
 
@@ -30,6 +31,9 @@ struct LinearOptions {
   /// -> second (r -> out, with the bias), two Shrink Linear children; `weight` and `bias` are
   /// then undefined. Not combinable with `masked`. Default: 0
   TORCH_ARG(int64_t, rank) = 0;
+  /// Fake quantizers on the weight, input and output (quantization-aware training; see
+  /// shrink/quant). Dense (rank 0) only. Default: none
+  TORCH_ARG(LayerQuantizers, quant) = {};
 };
 
 class LinearImpl : public torch::nn::Cloneable<LinearImpl>, public CostedLayer {
@@ -68,6 +72,16 @@ class LinearImpl : public torch::nn::Cloneable<LinearImpl>, public CostedLayer {
   /// Parameters, buffers and children are replaced (build the optimizer afterwards).
   void set_rank(int64_t rank);
 
+  /// Replaces the layer's quantizers (children "weight_quantizer", "input_quantizer",
+  /// "output_quantizer"), freshly built; none when `quant` is empty. Dense (rank 0) only.
+  void set_quantizers(const LayerQuantizers& quant);
+  const QuantizerSlots& quantizers() const { return quant_; }
+  /// Runs `kernel` instead of the float computation (int8 inference); null restores it.
+  void set_kernel(std::shared_ptr<LayerKernel> kernel) { kernel_ = std::move(kernel); }
+  const std::shared_ptr<LayerKernel>& kernel() const { return kernel_; }
+  /// The weight quantizer's stored bits per weight (32 without one).
+  double bits_per_weight() const override;
+
   LinearOptions options;
   torch::Tensor weight;  ///< [out_features, in_features]
   torch::Tensor weight_mask;  ///< like `weight`, 1 kept / 0 pruned; undefined unless masked
@@ -76,6 +90,8 @@ class LinearImpl : public torch::nn::Cloneable<LinearImpl>, public CostedLayer {
   std::shared_ptr<LinearImpl> first, second;
 
  protected:
+  QuantizerSlots quant_;  ///< options.quant() as built by reset()
+  std::shared_ptr<LayerKernel> kernel_;
   int64_t positions_ = 0;  ///< rows per sample in the last forward (0 before any forward)
 };
 
