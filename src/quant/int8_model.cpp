@@ -3,146 +3,71 @@
 #include "shrink/quant/int8_model.h"
 
 #include <fmt/format.h>
-#include <zlib.h>
 
 #include <chrono>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <sstream>
+#include <string_view>
 
 #include "shrink/config/recipe_file.h"
+#include "shrink/core/binary_file.h"
 #include "shrink/core/error.h"
 #include "shrink/nn/conv.h"
 #include "shrink/nn/linear.h"
 #include "shrink/train/checkpoint.h"
+#include "shrink/train/method_state.h"
 
 namespace shrink::quant {
 namespace {
 
-constexpr char kMagic[8] = {'S', 'H', 'R', 'I', 'N', 'K', 'Q', '8'};
+constexpr std::string_view kMagic = "SHRINKQ8";
+const std::string kKind = "int8 model";  // errors read "int8 model '<path>': ..."
 constexpr uint32_t kVersion = 1;
 constexpr uint8_t kConv = 0, kLinear = 1;
 
 // --- byte streams -----------------------------------------------------------------------------
 
-class Writer {
- public:
-  void bytes(const void* p, size_t n) { out_.append(static_cast<const char*>(p), n); }
-  void u8(uint8_t v) { out_.push_back(static_cast<char>(v)); }
-  void u32(uint32_t v) {
-    for (int i = 0; i < 4; ++i) u8(static_cast<uint8_t>(v >> (8 * i)));
-  }
-  void u64(uint64_t v) {
-    for (int i = 0; i < 8; ++i) u8(static_cast<uint8_t>(v >> (8 * i)));
-  }
-  void f64(double v) {
-    uint64_t bits;
-    std::memcpy(&bits, &v, 8);
-    u64(bits);
-  }
-  void str(const std::string& s) {
-    u64(s.size());
-    out_ += s;
-  }
-  void shape(at::IntArrayRef sizes) {
-    u8(static_cast<uint8_t>(sizes.size()));
-    for (auto d : sizes) u64(static_cast<uint64_t>(d));
-  }
-  /// The raw bytes of a contiguous CPU copy of `t`.
-  void tensor_bytes(const torch::Tensor& t) {
-    const auto cpu = t.detach().to(torch::kCPU).contiguous();
-    bytes(cpu.data_ptr(), cpu.nbytes());
-  }
-  std::string& text() { return out_; }
+/// The raw bytes of a contiguous CPU copy of `t`.
+void write_tensor_bytes(ByteWriter& w, const torch::Tensor& t) {
+  const auto cpu = t.detach().to(torch::kCPU).contiguous();
+  w.bytes(cpu.data_ptr(), cpu.nbytes());
+}
 
- private:
-  std::string out_;
-};
+/// A tensor of `shape` and `dtype` filled from the next bytes.
+torch::Tensor read_tensor(ByteReader& r, const std::vector<int64_t>& shape, c10::ScalarType dtype,
+                          const std::string& what) {
+  // Sizes are checked against the bytes left before anything is allocated.
+  uint64_t nbytes = 0;
+  try {
+    nbytes = c10::elementSize(dtype);
+  } catch (const c10::Error&) {
+    r.fail(what + " has an unsupported dtype");
+  }
+  for (auto d : shape) {
+    if (d != 0 && nbytes > r.remaining() / static_cast<uint64_t>(d)) r.fail(what + " is larger than the file");
+    nbytes *= static_cast<uint64_t>(d);
+  }
+  const char* data = r.take(nbytes);
+  auto t = torch::empty(shape, torch::TensorOptions().dtype(dtype));
+  if (nbytes) std::memcpy(t.data_ptr(), data, nbytes);
+  return t;
+}
 
-class Reader {
- public:
-  Reader(std::string path, std::string data) : path_(std::move(path)), data_(std::move(data)) {}
-  [[noreturn]] void fail(const std::string& what) const { throw UserError("int8 model '" + path_ + "': " + what); }
-  void need(uint64_t n) const {
-    if (data_.size() - pos_ < n)
-      fail("truncated (needs " + std::to_string(n) + " more bytes at byte " + std::to_string(pos_) + ")");
-  }
-  uint8_t u8() {
-    need(1);
-    return static_cast<uint8_t>(data_[pos_++]);
-  }
-  uint32_t u32() {
-    uint32_t v = 0;
-    for (int i = 0; i < 4; ++i) v |= uint32_t(u8()) << (8 * i);
-    return v;
-  }
-  uint64_t u64() {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; ++i) v |= uint64_t(u8()) << (8 * i);
-    return v;
-  }
-  double f64() {
-    const uint64_t bits = u64();
-    double v;
-    std::memcpy(&v, &bits, 8);
-    return v;
-  }
-  std::string bytes(uint64_t n) {
-    need(n);
-    std::string s = data_.substr(pos_, n);
-    pos_ += n;
-    return s;
-  }
-  std::string str() { return bytes(u64()); }
-  std::vector<int64_t> shape(const std::string& what) {
-    const uint8_t ndim = u8();
-    if (ndim > 8) fail(what + " has " + std::to_string(ndim) + " dimensions");
-    std::vector<int64_t> dims;
-    for (int i = 0; i < ndim; ++i) {
-      const auto d = static_cast<int64_t>(u64());
-      if (d < 0 || d > (int64_t(1) << 32)) fail(what + " has a bad dimension");
-      dims.push_back(d);
-    }
-    return dims;
-  }
-  /// A tensor of `shape` and `dtype` filled from the next bytes.
-  torch::Tensor tensor(const std::vector<int64_t>& shape, c10::ScalarType dtype, const std::string& what) {
-    // Sizes are checked against the bytes left before anything is allocated.
-    uint64_t nbytes = 0;
-    try {
-      nbytes = c10::elementSize(dtype);
-    } catch (const c10::Error&) {
-      fail(what + " has an unsupported dtype");
-    }
-    for (auto d : shape) {
-      if (d != 0 && nbytes > (data_.size() - pos_) / static_cast<uint64_t>(d)) fail(what + " is larger than the file");
-      nbytes *= static_cast<uint64_t>(d);
-    }
-    need(nbytes);
-    auto t = torch::empty(shape, torch::TensorOptions().dtype(dtype));
-    if (nbytes) std::memcpy(t.data_ptr(), data_.data() + pos_, nbytes);
-    pos_ += nbytes;
-    return t;
-  }
-  bool at_end() const { return pos_ == data_.size(); }
+/// u8 ndim + u64 dims: at most 8 dimensions of at most 2^32.
+std::vector<int64_t> read_shape(ByteReader& r, const std::string& what) {
+  return r.shape(what, 8, int64_t(1) << 32);
+}
 
- private:
-  std::string path_;
-  std::string data_;
-  uint64_t pos_ = 0;
-};
-
-void write_grid(Writer& w, const ActivationGrid& g) {
+void write_grid(ByteWriter& w, const ActivationGrid& g) {
   w.f64(g.scale);
   w.u32(static_cast<uint32_t>(g.zero_point));
   w.u32(static_cast<uint32_t>(g.quant_min));
   w.u32(static_cast<uint32_t>(g.quant_max));
 }
 
-ActivationGrid read_grid(Reader& r, const std::string& what) {
+ActivationGrid read_grid(ByteReader& r, const std::string& what) {
   ActivationGrid g;
   g.scale = r.f64();
   g.zero_point = static_cast<int32_t>(r.u32());
@@ -152,32 +77,6 @@ ActivationGrid read_grid(Reader& r, const std::string& what) {
       g.zero_point < 0 || g.zero_point > 255)
     r.fail(what + " has a corrupt activation grid");
   return g;
-}
-
-std::string deflate_bytes(const std::string& raw) {
-  if (raw.empty()) return raw;
-  uLongf size = compressBound(static_cast<uLong>(raw.size()));
-  std::string out(8 + size, '\0');
-  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((uint64_t(raw.size()) >> (8 * i)) & 0xff);
-  const int rc = compress2(reinterpret_cast<Bytef*>(&out[8]), &size, reinterpret_cast<const Bytef*>(raw.data()),
-                           static_cast<uLong>(raw.size()), 9);
-  TORCH_CHECK(rc == Z_OK, "zlib compress2 failed (", rc, ")");
-  out.resize(8 + size);
-  return out;
-}
-
-std::string inflate_bytes(const Reader& r, const std::string& packed) {
-  if (packed.empty()) return packed;
-  if (packed.size() < 8) r.fail("truncated method state");
-  uint64_t size = 0;
-  for (int i = 0; i < 8; ++i) size |= uint64_t(static_cast<uint8_t>(packed[i])) << (8 * i);
-  if (size > (uint64_t(1) << 36)) r.fail("corrupt method state size");
-  std::string out(size, '\0');
-  uLongf out_size = static_cast<uLongf>(size);
-  const int rc = uncompress(reinterpret_cast<Bytef*>(&out[0]), &out_size,
-                            reinterpret_cast<const Bytef*>(packed.data() + 8), static_cast<uLong>(packed.size() - 8));
-  if (rc != Z_OK || out_size != size) r.fail("corrupt method state (zlib error " + std::to_string(rc) + ")");
-  return out;
 }
 
 // --- model helpers ----------------------------------------------------------------------------
@@ -218,45 +117,6 @@ ConfigNode recipe_with_overrides(const std::string& text, const std::string& sou
   auto root = read_yaml_string(text, source + " (recipe)");
   for (size_t i = 0; i < overrides.size(); ++i) apply_override(root, overrides[i], static_cast<int>(i));
   return ConfigNode(root, "");
-}
-
-std::string callback_key(size_t index, const Callback& cb) { return "cb" + std::to_string(index) + "_" + cb.name(); }
-
-std::string method_state_bytes(const Experiment& e) {
-  torch::serialize::OutputArchive archive;
-  auto cbs = e.all_callbacks();
-  for (size_t i = 0; i < cbs.size(); ++i) {
-    torch::serialize::OutputArchive cb_archive;
-    cbs[i]->save_state(cb_archive);
-    archive.write(callback_key(i, *cbs[i]), cb_archive);
-  }
-  std::string out;
-  archive.save_to([&out](const void* data, size_t size) -> size_t {
-    out.append(static_cast<const char*>(data), size);
-    return size;
-  });
-  return out;
-}
-
-void load_method_state(const std::string& state, Experiment& e, const std::string& path) {
-  if (state.empty()) return;
-  torch::serialize::InputArchive archive;
-  try {
-    archive.load_from(state.data(), state.size());
-  } catch (const c10::Error& err) {
-    throw UserError("int8 model '" + path + "': unreadable method state (" + std::string(err.what_without_backtrace()) + ")");
-  }
-  auto cbs = e.all_callbacks();
-  std::set<std::string> known;
-  for (size_t i = 0; i < cbs.size(); ++i) {
-    known.insert(callback_key(i, *cbs[i]));
-    torch::serialize::InputArchive cb_archive;
-    if (archive.try_read(callback_key(i, *cbs[i]), cb_archive)) cbs[i]->load_state(cb_archive);
-  }
-  for (const auto& key : archive.keys())
-    if (key.rfind("cb", 0) == 0 && !known.count(key))
-      throw UserError("int8 model '" + path + "' holds state for '" + key +
-                      "', which is not a compression entry/callback of the recipe (written for another recipe?)");
 }
 
 /// A quantized Conv2d or Linear of the model.
@@ -394,24 +254,22 @@ Int8Export write_int8_model(const std::string& path, Experiment& e, const std::s
                      (engines.size() == 1 ? name : fmt::format("{} ({} layers)", name, count));
   if (engines.empty()) result.engine = int8_engine();
 
-  Writer w;
-  w.bytes(kMagic, sizeof kMagic);
-  w.u32(kVersion);
-  w.u32(0);
+  ByteWriter w;
+  w.header(kMagic, kVersion, 0);
   w.str(to_yaml(e.recipe.root.value()));
-  const auto packed_state = deflate_bytes(method_state);
+  const auto packed_state = zlib_compress(method_state);
   w.str(packed_state);
   w.u32(static_cast<uint32_t>(layers.size()));
   for (const auto& l : layers) {
     w.str(l.path);
     w.u8(l.conv ? kConv : kLinear);
     w.shape(l.weight.sizes());
-    w.tensor_bytes(l.weight);
+    write_tensor_bytes(w, l.weight);
     w.u32(static_cast<uint32_t>(l.weight_scale.numel()));
-    w.tensor_bytes(l.weight_scale.to(torch::kFloat));
-    w.tensor_bytes(l.weight_zero_point.to(torch::kInt));
+    write_tensor_bytes(w, l.weight_scale.to(torch::kFloat));
+    write_tensor_bytes(w, l.weight_zero_point.to(torch::kInt));
     w.u8(l.bias.defined() ? 1 : 0);
-    if (l.bias.defined()) w.tensor_bytes(l.bias.to(torch::kFloat));
+    if (l.bias.defined()) write_tensor_bytes(w, l.bias.to(torch::kFloat));
     write_grid(w, l.input);
     write_grid(w, l.output);
   }
@@ -435,7 +293,7 @@ Int8Export write_int8_model(const std::string& path, Experiment& e, const std::s
     w.shape(t.sizes());
     w.u8(static_cast<uint8_t>(static_cast<int8_t>(t.scalar_type())));
     w.u64(static_cast<uint64_t>(t.nbytes()));
-    w.tensor_bytes(t);
+    write_tensor_bytes(w, t);
   }
   write_file_atomic(path, w.text());
   result.file_bytes = w.text().size();
@@ -458,38 +316,19 @@ Int8Export export_int8_model(const std::string& checkpoint, const std::string& o
   {
     auto fresh = build_experiment(recipe_with_overrides(text, checkpoint, overrides), DataNeeds::TestOnly);
     prepare_experiment(fresh);
-    if (tensor_shapes(*fresh.model) != tensor_shapes(*e.model)) state = method_state_bytes(e);
+    if (tensor_shapes(*fresh.model) != tensor_shapes(*e.model)) state = save_method_state(e);
   }
   return write_int8_model(output, e, state, options);
 }
 
-bool is_int8_model(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  char magic[sizeof kMagic];
-  if (!in.read(magic, sizeof magic)) return false;
-  return std::memcmp(magic, kMagic, sizeof kMagic) == 0;
-}
+bool is_int8_model(const std::string& path) { return file_starts_with(path, kMagic); }
 
 Experiment load_int8_experiment(const std::string& path, const std::vector<std::string>& overrides) {
-  std::string data;
-  {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw UserError("cannot read int8 model '" + path + "'");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    data = ss.str();
-  }
-  Reader r(path, std::move(data));
-  const auto magic = r.bytes(sizeof kMagic);
-  if (std::memcmp(magic.data(), kMagic, sizeof kMagic) != 0) r.fail("not an int8 model file (bad magic)");
-  const uint32_t version = r.u32();
-  if (version != kVersion)
-    r.fail("format version " + std::to_string(version) + " is not supported (this build reads " +
-           std::to_string(kVersion) + ")");
-  if (const uint32_t flags = r.u32()) r.fail("unknown flags " + std::to_string(flags));
+  auto r = ByteReader::from_file(kKind, path);
+  if (const uint32_t flags = r.header(kMagic, kVersion, "not an int8 model file (bad magic)"))
+    r.fail("unknown flags " + std::to_string(flags));
   const auto recipe = r.str();
-  const auto state = inflate_bytes(r, r.str());
+  const auto state = zlib_uncompress(r.str(), r, "method state");
 
   // Everything is read (and checked) before the slow build.
   std::vector<Int8Layer> layers;
@@ -501,19 +340,19 @@ Experiment load_int8_experiment(const std::string& path, const std::vector<std::
     const uint8_t kind = r.u8();
     if (kind != kConv && kind != kLinear) r.fail(what + " has an unknown kind " + std::to_string(kind));
     l.conv = kind == kConv;
-    const auto shape = r.shape(what);
+    const auto shape = read_shape(r, what);
     if (shape.size() != (l.conv ? 4u : 2u) || shape[0] == 0) r.fail(what + " has a corrupt weight shape");
-    l.weight = r.tensor(shape, torch::kChar, what);
+    l.weight = read_tensor(r, shape, torch::kChar, what);
     const uint32_t n = r.u32();
     if (n != 1 && n != static_cast<uint32_t>(shape[0])) r.fail(what + " has " + std::to_string(n) + " weight scales");
-    l.weight_scale = r.tensor({n}, torch::kFloat, what);
-    l.weight_zero_point = r.tensor({n}, torch::kInt, what).to(torch::kLong);
+    l.weight_scale = read_tensor(r, {n}, torch::kFloat, what);
+    l.weight_zero_point = read_tensor(r, {n}, torch::kInt, what).to(torch::kLong);
     if (!(l.weight_scale > 0).all().item<bool>() || !torch::isfinite(l.weight_scale).all().item<bool>())
       r.fail(what + " has corrupt weight scales");
     if (l.weight_zero_point.ne(0).any().item<bool>()) r.fail(what + " has nonzero weight zero points");
     const uint8_t has_bias = r.u8();
     if (has_bias > 1) r.fail(what + " has a corrupt bias flag");
-    if (has_bias) l.bias = r.tensor({shape[0]}, torch::kFloat, what);
+    if (has_bias) l.bias = read_tensor(r, {shape[0]}, torch::kFloat, what);
     l.input = read_grid(r, what);
     l.output = read_grid(r, what);
     layers.push_back(std::move(l));
@@ -527,12 +366,12 @@ Experiment load_int8_experiment(const std::string& path, const std::vector<std::
   for (uint32_t i = 0; i < tensor_count; ++i) {
     Record rec;
     rec.name = r.bytes(r.u32());
-    const auto shape = r.shape("tensor '" + rec.name + "'");
+    const auto shape = read_shape(r, "tensor '" + rec.name + "'");
     const auto dtype_code = static_cast<int8_t>(r.u8());
     if (dtype_code < 0 || dtype_code >= static_cast<int8_t>(c10::ScalarType::NumOptions))
       r.fail("tensor '" + rec.name + "' has an unknown dtype");
     const uint64_t nbytes = r.u64();
-    rec.tensor = r.tensor(shape, static_cast<c10::ScalarType>(dtype_code), rec.name);
+    rec.tensor = read_tensor(r, shape, static_cast<c10::ScalarType>(dtype_code), rec.name);
     if (nbytes != static_cast<uint64_t>(rec.tensor.nbytes()))
       r.fail("tensor '" + rec.name + "' holds " + std::to_string(nbytes) + " bytes, expected " +
              std::to_string(rec.tensor.nbytes()));
@@ -542,7 +381,7 @@ Experiment load_int8_experiment(const std::string& path, const std::vector<std::
 
   auto e = build_experiment(recipe_with_overrides(recipe, path, overrides), DataNeeds::TestOnly);
   apply_runtime_settings(e.recipe);
-  load_method_state(state, e, path);
+  load_method_state(state, e, "int8 model '" + path + "'");
   prepare_experiment(e);
 
   torch::NoGradGuard no_grad;

@@ -184,6 +184,11 @@ void Quantization::bind(const ModelPtr& model) {
 void Quantization::prepare_model(TrainContext&) {
   if (prepared_) return;
   for (auto& layer : layers_) {
+    const bool quantized = layer.conv ? layer.conv->options.quant().any() : layer.linear->options.quant().any();
+    if (quantized)
+      fail_at_option(spec_, "targets",
+                     "targets " + layer.path + ", which an earlier quantization entry already quantizes (exclude it "
+                     "from one of them)");
     nn::LayerQuantizers q;
     const int64_t channels = layer.conv ? layer.conv->options.out_channels() : layer.linear->options.out_features();
     if (options_.weights) q.weight = make_quantizer_factory(*options_.weights, QuantizerRole::weight, channels);

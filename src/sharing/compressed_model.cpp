@@ -1,24 +1,24 @@
 #include "shrink/sharing/compressed_model.h"
 
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <set>
-#include <sstream>
-
-#include <zlib.h>
+#include <string_view>
 
 #include "shrink/config/recipe_file.h"
+#include "shrink/core/binary_file.h"
 #include "shrink/core/error.h"
 #include "shrink/nn/conv.h"
 #include "shrink/nn/linear.h"
 #include "shrink/sharing/huffman.h"
 #include "shrink/train/checkpoint.h"
+#include "shrink/train/method_state.h"
 
 namespace shrink::sharing {
 namespace {
 
-constexpr char kMagic[8] = {'S', 'H', 'R', 'I', 'N', 'K', 'D', 'C'};
+constexpr std::string_view kMagic = "SHRINKDC";
+const std::string kKind = "compressed model";  // errors read "compressed model '<path>': ..."
 constexpr uint32_t kVersion = 1;
 constexpr uint8_t kRaw = 0, kCoded = 1;
 constexpr uint8_t kModeCodebook = 0, kModeRawValues = 1;
@@ -27,29 +27,11 @@ const std::string kMaskSuffix = "weight_mask";
 
 // --- writing ----------------------------------------------------------------------------------
 
-class Writer {
- public:
-  void bytes(const void* p, size_t n) { out_.append(static_cast<const char*>(p), n); }
-  void u8(uint8_t v) { out_.push_back(static_cast<char>(v)); }
-  void u32(uint32_t v) {
-    for (int i = 0; i < 4; ++i) u8(static_cast<uint8_t>(v >> (8 * i)));
-  }
-  void u64(uint64_t v) {
-    for (int i = 0; i < 8; ++i) u8(static_cast<uint8_t>(v >> (8 * i)));
-  }
-  void str(const std::string& s) {
-    u64(s.size());
-    out_ += s;
-  }
-  void bits(const BitStream& b) {
-    u64(b.bits);
-    bytes(b.bytes.data(), b.bytes.size());
-  }
-  std::string& text() { return out_; }
-
- private:
-  std::string out_;
-};
+/// u64 bit count + the stream's bytes.
+void write_bits(ByteWriter& w, const BitStream& b) {
+  w.u64(b.bits);
+  w.bytes(b.bytes.data(), b.bytes.size());
+}
 
 std::vector<uint64_t> histogram(const std::vector<uint32_t>& symbols, size_t alphabet) {
   std::vector<uint64_t> h(alphabet, 0);
@@ -63,7 +45,7 @@ BitStream table_stream(const HuffmanCode& code) {
   return w.finish();
 }
 
-void write_coded(Writer& w, const SparseWeight& s, bool has_mask) {
+void write_coded(ByteWriter& w, const SparseWeight& s, bool has_mask) {
   w.u8(static_cast<uint8_t>(s.index_bits));
   w.u8(s.codebook ? kModeCodebook : kModeRawValues);
   w.u8(has_mask ? 1 : 0);
@@ -73,36 +55,17 @@ void write_coded(Writer& w, const SparseWeight& s, bool has_mask) {
   for (auto v : s.codebook_values) w.u32(v);
   const size_t max_gap = (size_t(1) << s.index_bits) - 1;
   const auto gap_code = HuffmanCode::from_frequencies(histogram(s.gaps, max_gap + 1));
-  w.bits(table_stream(gap_code));
-  w.bits(huffman_encode(gap_code, s.gaps));
+  write_bits(w, table_stream(gap_code));
+  write_bits(w, huffman_encode(gap_code, s.gaps));
   if (s.codebook) {
     const auto value_code = HuffmanCode::from_frequencies(histogram(s.values, s.codebook_values.size() + 1));
-    w.bits(table_stream(value_code));
-    w.bits(huffman_encode(value_code, s.values));
+    write_bits(w, table_stream(value_code));
+    write_bits(w, huffman_encode(value_code, s.values));
   } else {
     BitWriter raw;
     for (auto v : s.values) raw.write(v, 32);
-    w.bits(raw.finish());
+    write_bits(w, raw.finish());
   }
-}
-
-/// u64 size + zlib stream ("" stays ""): torch archives are zip files of stored entries with
-/// padding, a few KiB even for a handful of integers.
-std::string deflate_bytes(const std::string& raw) {
-  if (raw.empty()) return raw;
-  uLongf size = compressBound(static_cast<uLong>(raw.size()));
-  std::string out(8 + size, '\0');
-  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((uint64_t(raw.size()) >> (8 * i)) & 0xff);
-  const int rc = compress2(reinterpret_cast<Bytef*>(&out[8]), &size, reinterpret_cast<const Bytef*>(raw.data()),
-                           static_cast<uLong>(raw.size()), 9);
-  TORCH_CHECK(rc == Z_OK, "zlib compress2 failed (", rc, ")");
-  out.resize(8 + size);
-  return out;
-}
-
-void write_shape(Writer& w, at::IntArrayRef sizes) {
-  w.u8(static_cast<uint8_t>(sizes.size()));
-  for (auto d : sizes) w.u64(static_cast<uint64_t>(d));
 }
 
 /// "a.b.weight" -> "a.b." ("" for a top-level name); the module path with its dot.
@@ -134,55 +97,15 @@ std::string shape_text(const std::vector<int64_t>& sizes) {
 
 // --- reading ----------------------------------------------------------------------------------
 
-class Reader {
- public:
-  Reader(std::string path, std::string data) : path_(std::move(path)), data_(std::move(data)) {}
-  [[noreturn]] void fail(const std::string& what) const {
-    throw UserError("compressed model '" + path_ + "': " + what);
-  }
-  void need(uint64_t n) const {
-    if (data_.size() - pos_ < n)
-      fail("truncated (needs " + std::to_string(n) + " more bytes at byte " + std::to_string(pos_) + ")");
-  }
-  uint8_t u8() {
-    need(1);
-    return static_cast<uint8_t>(data_[pos_++]);
-  }
-  uint32_t u32() {
-    uint32_t v = 0;
-    for (int i = 0; i < 4; ++i) v |= uint32_t(u8()) << (8 * i);
-    return v;
-  }
-  uint64_t u64() {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; ++i) v |= uint64_t(u8()) << (8 * i);
-    return v;
-  }
-  std::string bytes(uint64_t n) {
-    need(n);
-    std::string s = data_.substr(pos_, n);
-    pos_ += n;
-    return s;
-  }
-  std::string str() { return bytes(u64()); }
-  BitStream bits() {
-    BitStream b;
-    b.bits = u64();
-    const uint64_t n = (b.bits + 7) / 8;
-    need(n);
-    b.bytes.assign(data_.begin() + static_cast<std::ptrdiff_t>(pos_),
-                   data_.begin() + static_cast<std::ptrdiff_t>(pos_ + n));
-    pos_ += n;
-    return b;
-  }
-  bool at_end() const { return pos_ == data_.size(); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-  std::string data_;
-  uint64_t pos_ = 0;
-};
+/// u64 bit count + (bits + 7) / 8 bytes.
+BitStream read_bits(ByteReader& r) {
+  BitStream b;
+  b.bits = r.u64();
+  const uint64_t n = (b.bits + 7) / 8;
+  const auto* p = reinterpret_cast<const uint8_t*>(r.take(n));
+  b.bytes.assign(p, p + n);
+  return b;
+}
 
 struct Record {
   std::string name;
@@ -198,53 +121,14 @@ struct FileContents {
   std::vector<Record> records;
 };
 
-std::string read_whole_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw UserError("cannot read compressed model '" + path + "'");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-uint32_t read_header(Reader& r) {
-  auto magic = r.bytes(sizeof kMagic);
-  if (std::memcmp(magic.data(), kMagic, sizeof kMagic) != 0) r.fail("not a compressed model file (bad magic)");
-  const uint32_t version = r.u32();
-  if (version != kVersion)
-    r.fail("format version " + std::to_string(version) + " is not supported (this build reads " +
-           std::to_string(kVersion) + ")");
-  const uint32_t flags = r.u32();
-  if (flags & ~kFlagStateZlib) r.fail("unknown flags " + std::to_string(flags));
-  return flags;
-}
-
-std::string inflate_bytes(const Reader& r, const std::string& packed) {
-  if (packed.empty()) return packed;
-  if (packed.size() < 8) r.fail("truncated method state");
-  uint64_t size = 0;
-  for (int i = 0; i < 8; ++i) size |= uint64_t(static_cast<uint8_t>(packed[i])) << (8 * i);
-  if (size > (uint64_t(1) << 36)) r.fail("corrupt method state size");
-  std::string out(size, '\0');
-  uLongf out_size = static_cast<uLongf>(size);
-  const int rc = uncompress(reinterpret_cast<Bytef*>(&out[0]), &out_size,
-                            reinterpret_cast<const Bytef*>(packed.data() + 8), static_cast<uLong>(packed.size() - 8));
-  if (rc != Z_OK || out_size != size) r.fail("corrupt method state (zlib error " + std::to_string(rc) + ")");
-  return out;
-}
-
-Record read_record(Reader& r) {
+Record read_record(ByteReader& r) {
   Record rec;
   const uint8_t kind = r.u8();
   if (kind != kRaw && kind != kCoded) r.fail("unknown tensor kind " + std::to_string(kind));
   rec.name = r.bytes(r.u32());
-  const uint8_t ndim = r.u8();
+  rec.shape = r.shape("tensor '" + rec.name + "'", 255, int64_t(1) << 40);  // any ndim a u8 holds
   int64_t numel = 1;
-  for (int i = 0; i < ndim; ++i) {
-    const auto d = static_cast<int64_t>(r.u64());
-    if (d < 0 || d > (int64_t(1) << 40)) r.fail("tensor '" + rec.name + "' has a bad dimension");
-    rec.shape.push_back(d);
-    numel *= d;
-  }
+  for (auto d : rec.shape) numel *= d;
   if (kind == kRaw) {
     const auto dtype_code = static_cast<int8_t>(r.u8());
     if (dtype_code < 0 || dtype_code >= static_cast<int8_t>(c10::ScalarType::NumOptions))
@@ -273,17 +157,17 @@ Record read_record(Reader& r) {
   s.codebook = mode == kModeCodebook;
   for (uint32_t i = 0; i < k; ++i) s.codebook_values.push_back(r.u32());
   try {
-    auto gap_table = r.bits();
+    auto gap_table = read_bits(r);
     BitReader gap_table_in(gap_table);
     const auto gap_code = read_table(gap_table_in);
-    s.gaps = huffman_decode(gap_code, r.bits(), entries);
+    s.gaps = huffman_decode(gap_code, read_bits(r), entries);
     if (s.codebook) {
-      auto value_table = r.bits();
+      auto value_table = read_bits(r);
       BitReader value_table_in(value_table);
       const auto value_code = read_table(value_table_in);
-      s.values = huffman_decode(value_code, r.bits(), entries);
+      s.values = huffman_decode(value_code, read_bits(r), entries);
     } else {
-      auto raw = r.bits();
+      auto raw = read_bits(r);
       BitReader in(raw);
       s.values.reserve(entries);
       for (uint64_t i = 0; i < entries; ++i) s.values.push_back(static_cast<uint32_t>(in.read(32)));
@@ -296,51 +180,18 @@ Record read_record(Reader& r) {
 }
 
 FileContents read_contents(const std::string& path, bool recipe_only) {
-  Reader r(path, read_whole_file(path));
-  const uint32_t flags = read_header(r);
+  auto r = ByteReader::from_file(kKind, path);
+  const uint32_t flags = r.header(kMagic, kVersion, "not a compressed model file (bad magic)");
+  if (flags & ~kFlagStateZlib) r.fail("unknown flags " + std::to_string(flags));
   FileContents c;
   c.recipe = r.str();
   if (recipe_only) return c;
   c.method_state = r.str();
-  if (flags & kFlagStateZlib) c.method_state = inflate_bytes(r, c.method_state);
+  if (flags & kFlagStateZlib) c.method_state = zlib_uncompress(c.method_state, r, "method state");
   const uint32_t count = r.u32();
   for (uint32_t i = 0; i < count; ++i) c.records.push_back(read_record(r));
   if (!r.at_end()) r.fail("has trailing bytes after its " + std::to_string(count) + " tensors");
   return c;
-}
-
-std::string callback_key(size_t index, const Callback& cb) { return "cb" + std::to_string(index) + "_" + cb.name(); }
-
-std::string archive_bytes(torch::serialize::OutputArchive& archive) {
-  std::string out;
-  archive.save_to([&out](const void* data, size_t size) -> size_t {
-    out.append(static_cast<const char*>(data), size);
-    return size;
-  });
-  return out;
-}
-
-/// Loads the entries of `state` into the experiment's callbacks; callbacks without an entry
-/// keep their fresh state. An entry that fits no callback is an error naming `source`.
-void load_method_state(const std::string& state, Experiment& e, const std::string& source) {
-  if (state.empty()) return;
-  torch::serialize::InputArchive archive;
-  try {
-    archive.load_from(state.data(), state.size());
-  } catch (const c10::Error& err) {
-    throw UserError(source + ": unreadable method state (" + std::string(err.what_without_backtrace()) + ")");
-  }
-  auto cbs = e.all_callbacks();
-  std::set<std::string> known;
-  for (size_t i = 0; i < cbs.size(); ++i) {
-    known.insert(callback_key(i, *cbs[i]));
-    torch::serialize::InputArchive cb_archive;
-    if (archive.try_read(callback_key(i, *cbs[i]), cb_archive)) cbs[i]->load_state(cb_archive);
-  }
-  for (const auto& key : archive.keys())
-    if (key.rfind("cb", 0) == 0 && !known.count(key))
-      throw UserError(source + " holds state for '" + key +
-                      "', which is not a compression entry/callback of the recipe (written for another recipe?)");
 }
 
 ConfigNode recipe_with_overrides(const std::string& text, const std::string& source,
@@ -353,15 +204,7 @@ ConfigNode recipe_with_overrides(const std::string& text, const std::string& sou
 }  // namespace
 
 std::string serialize_method_state(const Experiment& e, const std::vector<bool>& include) {
-  torch::serialize::OutputArchive archive;
-  auto cbs = e.all_callbacks();
-  for (size_t i = 0; i < cbs.size(); ++i) {
-    if (!include.empty() && (i >= include.size() || !include[i])) continue;
-    torch::serialize::OutputArchive cb_archive;
-    cbs[i]->save_state(cb_archive);
-    archive.write(callback_key(i, *cbs[i]), cb_archive);
-  }
-  return archive_bytes(archive);
+  return save_method_state(e, include);
 }
 
 CompressedExport write_compressed_model(const std::string& path, const Experiment& e,
@@ -386,12 +229,12 @@ CompressedExport write_compressed_model(const std::string& path, const Experimen
     if (b.value().defined() && is_mask_name(b.key()) && coded.count(prefix_of(b.key()) + "weight"))
       masked.insert(prefix_of(b.key()) + "weight");
 
-  Writer w;
-  w.bytes(kMagic, sizeof kMagic);
-  w.u32(kVersion);
-  w.u32(kFlagStateZlib);
+  ByteWriter w;
+  w.header(kMagic, kVersion, kFlagStateZlib);
   w.str(to_yaml(e.recipe.root.value()));
-  const auto packed_state = deflate_bytes(method_state);
+  // Torch archives are zip files of stored entries with padding, a few KiB even for a handful
+  // of integers.
+  const auto packed_state = zlib_compress(method_state);
   w.str(packed_state);
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   for (const auto& p : params)
@@ -405,7 +248,7 @@ CompressedExport write_compressed_model(const std::string& path, const Experimen
     w.u8(is_coded ? kCoded : kRaw);
     w.u32(static_cast<uint32_t>(name.size()));
     w.bytes(name.data(), name.size());
-    write_shape(w, t.sizes());
+    w.shape(t.sizes());
     if (is_coded) {
       const int bits = coded_index_bits(leaf_of(name), t, options);
       write_coded(w, sparse_weight(t, bits, options.max_codebook), masked.count(name) > 0);
@@ -445,11 +288,7 @@ CompressedExport export_compressed_model(const std::string& checkpoint, const st
   const auto cbs = e.all_callbacks();
   std::vector<bool> keep(cbs.size(), true);
   std::vector<std::string> states(cbs.size());
-  for (size_t i = 0; i < cbs.size(); ++i) {
-    torch::serialize::OutputArchive a;
-    cbs[i]->save_state(a);
-    states[i] = archive_bytes(a);
-  }
+  for (size_t i = 0; i < cbs.size(); ++i) states[i] = callback_state_bytes(*cbs[i]);
   const auto target = tensor_shapes(*e.model);
   auto same_structure = [&](const std::vector<bool>& with) {
     try {
@@ -487,13 +326,7 @@ CompressedExport export_compressed_model(const std::string& checkpoint, const st
   return result;
 }
 
-bool is_compressed_model(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  char magic[sizeof kMagic];
-  if (!in.read(magic, sizeof magic)) return false;
-  return std::memcmp(magic, kMagic, sizeof kMagic) == 0;
-}
+bool is_compressed_model(const std::string& path) { return file_starts_with(path, kMagic); }
 
 std::string read_compressed_recipe(const std::string& path) { return read_contents(path, true).recipe; }
 

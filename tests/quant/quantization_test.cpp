@@ -143,20 +143,58 @@ TEST(QuantizationSummary, ReportsStoredBitsPerLayer) {
   EXPECT_NEAR(fc1.bits_per_weight, (4.0 * fc1_weights + 32.0 * fc1_out) / fc1_weights, 1e-9);
 }
 
+TEST(QuantizationRecipe, ALayerQuantizedTwiceIsAnError) {
+  auto model = model_named("resnet20");
+  prepared("weights: {}\ntargets: ['layer1.*']\n", model);
+  test::expect_recipe_error([&] { prepared("weights: {bits: 4}\ntargets: ['layer1.0.conv1']\n", model); },
+                            "second entry", "compression[0].targets",
+                            "targets layer1.0.conv1, which an earlier quantization entry already quantizes");
+}
+
+namespace {
+
+/// Trains `quant` on the tiny ResNet-20 fully, and interrupted at step 11 then resumed: the
+/// same parameters and buffers. Returns the full run.
+test::Run train_and_resume(test::TempDir& tmp, const std::string& quant) {
+  const auto dir = tmp.file("full");
+  auto full = test::train_run(tiny_recipe(dir, quant), dir);
+  const auto split_dir = tmp.file("split");
+  EXPECT_TRUE(test::train_run(tiny_recipe(split_dir, quant), split_dir, false, 11).result.interrupted);
+  auto resumed = test::train_run(tiny_recipe(split_dir, quant), split_dir, true);
+  const auto a = snapshot(*full.e.model), b = snapshot(*resumed.e.model);
+  EXPECT_EQ(a.size(), b.size());
+  for (const auto& [key, value] : a) EXPECT_TRUE(b.count(key) && torch::equal(value, b.at(key))) << key;
+  return full;
+}
+
+}  // namespace
+
+TEST(QuantizationTraining, LsqAndPactLearnTheirStepsAndResumeExactly) {
+  test::TempDir tmp;
+  auto full = train_and_resume(tmp, "{method: quantization, weights: {quantizer: lsq, bits: 4, per_channel: true}, "
+                                    "inputs: {quantizer: pact, bits: 4, init_alpha: 4}, targets: ['layer*']}");
+  EXPECT_GT(full.result.final_eval.top1, 40.0) << "chance is 25%";
+  auto named = full.e.model->named_parameters();
+  ASSERT_TRUE(named.contains("layer1.0.conv1.weight_quantizer.step"));
+  EXPECT_TRUE(named.contains("layer1.0.conv1.input_quantizer.alpha"));
+  EXPECT_NE(named["layer1.0.conv1.input_quantizer.alpha"].item<double>(), 4.0) << "alpha was not trained";
+  EXPECT_EQ(full.e.model->named_buffers()["layer1.0.conv1.weight_quantizer.initialized"].item<int64_t>(), 1);
+}
+
 TEST(QuantizationTraining, TinyResNet20W4A8LearnsFreezesAndResumesExactly) {
   test::TempDir tmp;
   const std::string quant =
       "{method: quantization, weights: {bits: 4, per_channel: true}, inputs: {bits: 8}, fold_bn: true, "
       "freeze_observers_epoch: 1}";
-  const auto dir = tmp.file("full");
-  auto full = test::train_run(tiny_recipe(dir, quant), dir);
+  // Interrupted mid-epoch 2 (after the observer freeze) and resumed: same weights and ranges.
+  auto full = train_and_resume(tmp, quant);
   EXPECT_GT(full.result.final_eval.top1, 40.0) << "chance is 25%";
   std::printf("tiny QAT run: top1 %.1f%%\n", full.result.final_eval.top1);
   auto* q = dynamic_cast<Quantization*>(full.e.methods.at(0).get());
   ASSERT_TRUE(q);
-  // Observers froze after epoch 1 (8 steps): activation ranges were observed 8 times.
-  auto observed = full.e.model->named_buffers()["layer1.0.conv1.input_quantizer.observed"];
-  EXPECT_EQ(observed.item<int64_t>(), 8);
+  // Observers froze after epoch 1 (8 steps): ranges were observed 8 times.
+  EXPECT_EQ(full.e.model->named_buffers()["layer1.0.conv1.input_quantizer.observed"].item<int64_t>(), 8);
+  EXPECT_EQ(full.e.model->named_buffers()["layer1.0.conv1.weight_quantizer.observed"].item<int64_t>(), 8);
   // Weights take at most 16 values per output channel.
   {
     auto* wq = q->layers()[3].conv->quantizers().weight;
@@ -166,23 +204,16 @@ TEST(QuantizationTraining, TinyResNet20W4A8LearnsFreezesAndResumesExactly) {
     for (int64_t c = 0; c < wquant.size(0); ++c) EXPECT_LE(std::get<0>(torch::_unique(wquant[c])).numel(), 16);
   }
 
-  // Interrupted mid-epoch (after the observer freeze) and resumed: same weights and ranges.
-  const auto split_dir = tmp.file("split");
-  ASSERT_TRUE(test::train_run(tiny_recipe(split_dir, quant), split_dir, false, 11).result.interrupted);
-  auto resumed = test::train_run(tiny_recipe(split_dir, quant), split_dir, true);
-  const auto a = snapshot(*full.e.model), b = snapshot(*resumed.e.model);
-  ASSERT_EQ(a.size(), b.size());
-  for (const auto& [key, value] : a) EXPECT_TRUE(torch::equal(value, b.at(key))) << key;
-
-  // Rebuilt from the checkpoint as `shrink eval` does: the same quantized model.
+  // Rebuilt from the checkpoint as `shrink eval` does: the same quantized model, and evaluating
+  // changes nothing (ranges move only in training).
+  const auto dir = tmp.file("full");
   auto e = build_experiment(test::recipe_node(read_checkpoint_recipe(dir + "/last.pt")), DataNeeds::TestOnly);
   load_checkpoint_methods(dir + "/last.pt", e);
   prepare_experiment(e);
   load_checkpoint_model(dir + "/last.pt", e);
   const auto eval = evaluate(e.model, e.test_data, 64, e.device);
   EXPECT_DOUBLE_EQ(eval.top1, full.result.final_eval.top1);
-  // Evaluating changes nothing (ranges move only in training).
-  const auto rebuilt = snapshot(*e.model);
+  const auto a = snapshot(*full.e.model), rebuilt = snapshot(*e.model);
   for (const auto& [key, value] : a) EXPECT_TRUE(torch::equal(value, rebuilt.at(key))) << key;
 }
 
