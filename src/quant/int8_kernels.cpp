@@ -253,7 +253,7 @@ void quantize_weight(const std::string& path, nn::TensorQuantizer* slot, const t
   if (!slot) refuse(path, "has no weight quantizer");
   if (!q) refuse(path, "has a weight quantizer that is not a Shrink quantizer");
   if (!q->enabled()) refuse(path, "has its weight quantizer disabled");
-  const auto wq = q->quantize(weight);  // also refreshes a minmax range on the current weight
+  const auto wq = q->quantize(weight);  // eval mode: on the grid of the last training step's range
   const auto affine = q->affine();
   if (!affine)
     refuse(path, "has a weight quantizer (" + q->describe() + ") without an affine grid; int8 export needs uniform or lsq");

@@ -116,6 +116,8 @@ ConfigNode recipe_with_overrides(const std::string& text, const std::string& sou
                                  const std::vector<std::string>& overrides) {
   auto root = read_yaml_string(text, source + " (recipe)");
   for (size_t i = 0; i < overrides.size(); ++i) apply_override(root, overrides[i], static_cast<int>(i));
+  // LibTorch's quantized operators used here are CPU operators, whatever device the model trained on.
+  apply_override(root, "device=cpu", static_cast<int>(overrides.size()));
   return ConfigNode(root, "");
 }
 

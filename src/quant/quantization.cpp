@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "shrink/compression/method_errors.h"
@@ -43,6 +44,10 @@ std::optional<QuantizerOptions> parse_quantizer(const ConfigNode& entry, const s
     o.range = "moving_average";
   }
   quantizer_schema().parse_into(node, o);
+  if (o.quantizer == "fixed_point") {  // Gupta et al.'s word: 16 bits
+    if (!node.has("bits")) o.bits = 16;
+    if (!node.has("fraction_bits")) o.fraction_bits = 8;
+  }
   try {
     validate(o, role);
   } catch (const std::invalid_argument& e) {
@@ -76,6 +81,8 @@ torch::nn::BatchNorm2d batch_norm_after(torch::nn::Module& model, const std::str
     if (name == "conv1") bn_name = "bn2";
   } else if (dynamic_cast<PreActResNetImpl*>(parent.get()) || dynamic_cast<WideResNetImpl*>(parent.get())) {
     // The stem's conv feeds the first pre-activation block, whose BatchNorm may be shared with the shortcut.
+  } else if (name == "depthwise" || name == "pointwise") {
+    bn_name = name + "_bn";  // MobileNet v1's DepthwiseSeparable
   } else if (name.rfind("conv", 0) == 0) {
     bn_name = "bn" + name.substr(4);
   } else if (!name.empty() && name.find_first_not_of("0123456789") == std::string::npos) {
@@ -116,6 +123,16 @@ Quantization::Options Quantization::parse_options(const ConfigNode& entry) {
     }
     if (!o.weights && !o.inputs && !o.outputs)
       entry.fail("quantization needs at least one of weights, inputs, outputs");
+    for (const auto* key : {"end_epoch", "end_step", "frequency"})
+      if (entry.has(key))
+        entry[key].fail("quantization acts from its start to the end of training; it takes start_epoch or "
+                        "start_step only");
+    double start = -1;
+    if (entry.has("start_epoch")) start = entry["start_epoch"].as<double>();
+    if (o.freeze_observers_epoch >= 0 && o.freeze_observers_epoch <= std::max(start, 0.0) &&
+        (o.weights || o.inputs || o.outputs))
+      entry["freeze_observers_epoch"].fail(fmt::format(
+          "must be after the quantizers start (epoch {}): ranges frozen before any batch was observed", std::max(start, 0.0)));
   }
   return o;
 }
@@ -222,12 +239,19 @@ void Quantization::apply_step_state(const TrainContext& ctx) {
     for (auto& bn : all_bns_) bn->eval();
 }
 
-void Quantization::on_train_begin(TrainContext& ctx) { apply_step_state(ctx); }
+void Quantization::on_train_begin(TrainContext& ctx) {
+  apply_step_state(ctx);
+  if (!options_.fold_bn) return;
+  std::string unfolded;
+  for (const auto& layer : layers_)
+    if (layer.conv && !layer.bn) unfolded += (unfolded.empty() ? "" : ", ") + layer.path;
+  if (!unfolded.empty()) ctx.log(spec_.method + ": fold_bn: no BatchNorm2d follows " + unfolded + " (not folded)");
+}
 
 void Quantization::on_step_begin(TrainContext& ctx) { apply_step_state(ctx); }
 
-void Quantization::on_after_optimizer_step(TrainContext&) {
-  if (!clips_weights(options_.weights)) return;
+void Quantization::on_after_optimizer_step(TrainContext& ctx) {
+  if (!clips_weights(options_.weights) || ctx.step < spec_.schedule.begin(ctx.steps_per_epoch)) return;
   torch::NoGradGuard no_grad;
   for (auto& layer : layers_) (layer.conv ? layer.conv->weight : layer.linear->weight).clamp_(-1.0, 1.0);
 }

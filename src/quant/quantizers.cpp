@@ -190,7 +190,10 @@ torch::Tensor UniformQuantizerImpl::quantize(const torch::Tensor& x) {
   if (observing_ && is_training()) {
     observe(x);
   } else if (observed.item<int64_t>() == 0) {
-    return x;  // never calibrated: nothing to quantize with
+    // Never calibrated: a frozen quantizer still takes its range from its first training batch;
+    // in eval there is nothing to quantize with.
+    if (!is_training()) return x;
+    observe(x);
   }
   if (channels_ > 1)
     return torch::fake_quantize_per_channel_affine(x, scale, zero_point, 0, qmin_, qmax_);
@@ -231,7 +234,9 @@ void LsqQuantizerImpl::reset() {
 torch::Tensor LsqQuantizerImpl::quantize(const torch::Tensor& x) {
   if (!enabled_) return x;
   const bool per_channel = channels_ > 1;
-  if (is_training() && initialized.item<int64_t>() == 0) {
+  const bool initialized_now = initialized.item<int64_t>() != 0;
+  if (!is_training() && !initialized_now) return x;  // a step of 1 would round most inputs to 0
+  if (is_training() && !initialized_now) {
     // Esser et al.: s0 = 2 mean|x| / sqrt(Qp).
     torch::NoGradGuard no_grad;
     auto mean_abs = per_channel ? x.detach().abs().reshape({x.size(0), -1}).mean(1) : x.detach().abs().mean().reshape({1});
@@ -287,7 +292,7 @@ torch::Tensor PactQuantizerImpl::quantize(const torch::Tensor& x) {
   if (y.device().is_cpu())
     return fake_quantize_per_tensor(y, alpha.item<double>() / static_cast<double>(levels), 0, 0, levels);
   const auto s = (alpha.detach() / static_cast<double>(levels)).to(torch::kFloat);
-  return torch::fake_quantize_per_tensor_affine(y, s, torch::zeros({1}, torch::kInt), 0, levels);
+  return torch::fake_quantize_per_tensor_affine(y, s, torch::zeros({1}, s.options().dtype(torch::kInt)), 0, levels);
 }
 
 double PactQuantizerImpl::stored_bits(const torch::Tensor& x) const {
@@ -319,7 +324,8 @@ torch::Tensor FixedPointQuantizerImpl::quantize(const torch::Tensor& x) {
   {
     torch::NoGradGuard no_grad;
     // Gupta et al.: round up with probability equal to the fraction below one step; to
-    // nearest at inference. Draws come from the run's (checkpointed) default generator.
+    // nearest at inference. Draws come from the device's default generator (on CPU the
+    // checkpointed one, so CPU runs resume exactly).
     q = is_training() ? torch::floor(y / step + torch::rand_like(y)) : torch::round(y / step);
     q = q.clamp_(static_cast<double>(qmin), static_cast<double>(qmax)).mul_(step);
   }

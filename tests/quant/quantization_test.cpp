@@ -68,6 +68,13 @@ TEST(QuantizationRecipe, ErrorsNameTheFileLineAndKey) {
   expect("weights: {}\nfreeze_bn_epoch: -2\n", "compression[0].freeze_bn_epoch", "must be >= 0");
   expect("weights: {}\nfold_bm: true\n", "compression[0].fold_bm", "did you mean 'fold_bn'");
   expect("weights: {}\ntargets: ['layer1.0.bn1']\n", "compression[0].targets", "matches no Shrink Conv2d or Linear");
+  expect("weights: {}\nend_epoch: 3\n", "compression[0].end_epoch", "takes start_epoch or start_step only");
+  expect("weights: {}\nfreeze_observers_epoch: 0\n", "compression[0].freeze_observers_epoch",
+         "must be after the quantizers start (epoch 0)");
+  expect("weights: {}\nstart_epoch: 2\nfreeze_observers_epoch: 1\n", "compression[0].freeze_observers_epoch",
+         "must be after the quantizers start (epoch 2)");
+  // fixed_point alone gets Gupta et al.'s 16-bit word.
+  EXPECT_EQ(Quantization::parse_options(entry("weights: {quantizer: fixed_point}\n")).weights->bits, 16);
 }
 
 TEST(QuantizationLayers, TargetsConvAndLinearAndFoldsTheBatchNormAfterEachConv) {

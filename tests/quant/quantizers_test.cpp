@@ -129,6 +129,15 @@ TEST(UniformQuantizer, RangesFollowTheirObserver) {
   EXPECT_NEAR(pq->max_val.item<double>(), 989.01, 0.5);
   EXPECT_NEAR(pq->min_val.item<double>(), 9.99, 0.5);
 
+  // Frozen before any batch: the first training batch still sets the range.
+  UniformQuantizer early(uniform(8, false), QuantizerRole::activation);
+  early->train();
+  early->set_observing(false);
+  early->quantize(batch(-2, 2));
+  EXPECT_EQ(early->observed.item<int64_t>(), 1);
+  early->quantize(batch(-5, 5));
+  EXPECT_DOUBLE_EQ(early->max_val.item<double>(), 2);
+
   // An uncalibrated activation quantizer in eval passes its input through.
   UniformQuantizer fresh(uniform(8, false), QuantizerRole::activation);
   fresh->eval();
@@ -181,6 +190,13 @@ TEST(LsqQuantizer, GradientsMatchThePaper) {
       }
     for (size_t i = 0; i < ds.size(); ++i) EXPECT_NEAR(q->step.grad()[i].item<double>(), ds[i], 1e-5) << per_channel;
   }
+}
+
+TEST(LsqQuantizer, PassesThroughInEvalBeforeItsStepIsInitialized) {
+  LsqQuantizer q(kind("lsq", 4), QuantizerRole::weight);
+  q->eval();
+  auto w = torch::randn({8}) * 0.01;
+  EXPECT_TRUE(torch::equal(q->quantize(w), w));
 }
 
 TEST(PactQuantizer, ClipsQuantizesAndLearnsAlpha) {

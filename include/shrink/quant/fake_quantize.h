@@ -3,7 +3,8 @@
 // (fake_quantize_per_tensor_affine) rounds element by element with std::nearbyint and writes a
 // mask tensor for backward; on a ResNet-20 step its forward and backward cost about a third of
 // the dense step. This one is one vectorizable pass forward (no mask) and one backward (the
-// mask recomputed from the saved input), with the same values and gradients.
+// mask recomputed from the saved input), with the same values and gradients except on exact
+// ties (ATen multiplies by 1 / scale, this divides by the scale, as the tests' reference does).
 #include <torch/torch.h>
 
 namespace shrink::quant {

@@ -7,7 +7,8 @@
 //
 //   uniform      b-bit affine quantization (2..8 and 16 bits), symmetric or asymmetric,
 //                per-tensor or per-output-channel, with a straight-through estimator. Ranges:
-//                minmax (weights: of the current tensor; activations: running min/max),
+//                minmax (weights: of the weight at the latest training step; activations:
+//                running min/max),
 //                moving_average (EMA of batch min/max), percentile (EMA of batch percentiles).
 //   lsq          learned step size (Esser et al. 2020), gradient scale 1/sqrt(N * Qp)
 //   pact         learned clipping level alpha for activations (Choi et al. 2018)
