@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 packages=(build-essential cmake ninja-build pkg-config
           libtorch-dev libyaml-cpp-dev libfmt-dev libopencv-dev libgtest-dev
           libcli11-dev nlohmann-json3-dev libbenchmark-dev libopenblas0 zlib1g-dev
+          libgloo-dev  # headers of c10d's ProcessGroupGloo (multi-process training)
           dataset-fashion-mnist
           python3-torch)  # only for the test that loads a TorchScript file saved by PyTorch
 

@@ -40,3 +40,10 @@ Subcommand add_sensitivity_command(CLI::App& app);
 /// `shrink export` (export_command.cpp).
 Subcommand add_export_command(CLI::App& app);
 }  // namespace shrink::cli
+
+namespace shrink::cli {
+/// `shrink train --nproc N` (launch.cpp): runs this program N times with RANK, LOCAL_RANK,
+/// WORLD_SIZE, MASTER_ADDR=127.0.0.1 and a free MASTER_PORT set, forwards SIGINT/SIGTERM, and
+/// returns 0 when every rank succeeded, else the failed rank's status after naming it.
+int launch_local_workers(int64_t nproc, char** argv);
+}  // namespace shrink::cli

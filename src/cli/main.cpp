@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <iostream>
 #include <optional>
+#include <thread>
 #include <unistd.h>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -20,6 +21,7 @@
 #include "shrink/core/plugin.h"
 #include "shrink/data/convert.h"
 #include "shrink/data/transforms.h"
+#include "shrink/distributed/process_group.h"
 #include "shrink/quant/int8_model.h"
 #include "shrink/report/bench.h"
 #include "shrink/report/summary.h"
@@ -165,7 +167,9 @@ int main(int argc, char** argv) {
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
 #endif
   CLI::App app{"Shrink: training-time model compression for LibTorch.\n"
-               "YAML recipes drive a trainer; compression methods are registered callbacks (`shrink list method`)."};
+               "YAML recipes drive a trainer; compression methods are registered callbacks (`shrink list method`).\n"
+               "Data-parallel training: `shrink train RECIPE --nproc N` on one machine, or under torchrun and\n"
+               "similar launchers (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT); Gloo on CPU."};
   app.set_version_flag("--version", std::string("shrink " SHRINK_VERSION_STRING));
   app.require_subcommand(1);
   app.fallthrough();
@@ -184,6 +188,19 @@ int main(int argc, char** argv) {
       ->allow_extra_args(false);
   train_cmd->add_option("--resume", resume_dir, "Continue the run in this directory from its last.pt");
   train_cmd->add_flag("--quiet", quiet, "Print nothing but errors (log.txt is still written)");
+  int64_t nproc = 1;
+  double dist_timeout = 300;
+  train_cmd
+      ->add_option("--nproc", nproc,
+                   "Train data-parallel in N local processes (c10d Gloo over loopback; the recipe's batch_size is "
+                   "the global batch, split across them; recipe `threads: 0` shares the cores among them). With RANK "
+                   "and WORLD_SIZE in the environment (torchrun), this process joins that job as its rank instead")
+      ->check(CLI::Range(1, 1024));
+  train_cmd
+      ->add_option("--dist-timeout", dist_timeout,
+                   "Seconds a rank waits for the others (joining, every all-reduce) before it fails; a dead or hung "
+                   "rank stops the job with an error naming it")
+      ->check(CLI::Range(1.0, 86400.0));
 
   auto* eval_cmd = app.add_subcommand("eval", "Evaluate a checkpoint, a compressed or int8 model file, or a recipe before training: test loss, top-1, top-5");
   eval_cmd->add_option("recipe", recipe_path, "Recipe YAML file, a run directory / checkpoint, or a file from `shrink export --format compressed|int8`")->required();
@@ -272,10 +289,21 @@ int main(int argc, char** argv) {
     if (*list_cmd) return run_list(kind, name, markdown);
 
     if (*train_cmd) {
+      const char* world = std::getenv("WORLD_SIZE");
+      if (nproc > 1 && !world) return launch_local_workers(nproc, argv);
+      if (world && train_cmd->count("--nproc") && std::to_string(nproc) != world)
+        throw UserError(fmt::format("--nproc {} disagrees with WORLD_SIZE={} set by the launcher", nproc, world));
       std::string run_dir;
       ConfigNode recipe = load_recipe(recipe_path, overrides);
       auto e = build_experiment(recipe);  // validates everything before anything is written
       apply_runtime_settings(e.recipe);
+      // A worker of a data-parallel job (--nproc or torchrun): joins it; only rank 0 writes.
+      auto* group = distributed::init_from_env(dist_timeout);
+      const bool writer = !group || group->rank() == 0;
+      // `threads: 0` (every core) in each of N local workers would oversubscribe: share the cores.
+      if (const char* local = std::getenv("LOCAL_WORLD_SIZE"); group && local && e.recipe.threads == 0)
+        at::set_num_threads(
+            std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / std::max(1, std::atoi(local))));
       if (!resume_dir.empty()) {
         if (!fs::exists(fs::path(resume_dir) / "last.pt"))
           throw UserError("--resume " + resume_dir + ": no last.pt there");
@@ -287,9 +315,11 @@ int main(int argc, char** argv) {
       TrainOptions options;
       options.run_dir = run_dir;
       options.resume = !resume_dir.empty();
-      options.quiet = quiet;
+      options.quiet = quiet || !writer;
       auto result = train(e, options);
+      distributed::set_default_group(nullptr);
       if (result.interrupted) return 130;
+      if (!writer) return 0;
       auto [table, json] = summary_of(e);
       write_file_atomic(run_dir + "/model_summary.txt", table);
       if (!quiet) {

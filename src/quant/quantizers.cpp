@@ -433,6 +433,12 @@ nn::QuantizerFactoryPtr make_quantizer_factory(const QuantizerOptions& options, 
 
 Quantizer* as_quantizer(nn::TensorQuantizer* slot) { return dynamic_cast<Quantizer*>(slot); }
 
+void recompute_quantizer_grids(torch::nn::Module& model) {
+  for (const auto& m : model.modules(/*include_self=*/true))
+    if (auto* q = m->as<UniformQuantizerImpl>())
+      if (q->calibrated()) q->set_range(q->min_val, q->max_val);
+}
+
 namespace detail {
 
 torch::Tensor reference_fake_quantize(const torch::Tensor& x, const torch::Tensor& scale,

@@ -18,6 +18,8 @@
 #include "shrink/compression/trainable_state.h"
 #include "shrink/config/recipe_file.h"
 #include "shrink/core/compat.h"
+#include "shrink/distributed/process_group.h"
+#include "shrink/quant/quantizers.h"
 #include "shrink/train/checkpoint.h"
 #include "shrink/train/optim.h"
 #include "shrink/train/stages.h"
@@ -31,6 +33,9 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 std::atomic<bool> g_stop{false};
+// With several processes, the stop request all ranks agreed on in the last step's all-reduce: a
+// signal reaching one rank between steps must not make it leave the others waiting.
+bool g_step_stop = false;
 
 extern "C" void on_stop_signal(int sig) {
   g_stop.store(true);
@@ -70,13 +75,17 @@ void write_metrics_files(const std::string& dir, const json& history) {
   write_file_atomic(dir + "/metrics.csv", csv);
 }
 
-/// Appends to log.txt and echoes to the terminal.
+/// Appends to log.txt (none for an empty path: ranks other than 0) and echoes to the terminal.
 class RunLog {
  public:
-  RunLog(const std::string& path, bool quiet) : out_(path, std::ios::app), quiet_(quiet) {}
+  RunLog(const std::string& path, bool quiet) : quiet_(quiet) {
+    if (!path.empty()) out_.open(path, std::ios::app);
+  }
   void operator()(const std::string& line) {
-    out_ << line << '\n';
-    out_.flush();
+    if (out_.is_open()) {
+      out_ << line << '\n';
+      out_.flush();
+    }
     if (!quiet_) std::printf("%s\n", line.c_str()), std::fflush(stdout);
   }
 
@@ -153,9 +162,23 @@ double train_step(TrainContext& ctx, const std::vector<Callback*>& callbacks, to
   auto loss = torch::nn::functional::cross_entropy(ctx.outputs, ctx.batch->targets, loss_options);
   ctx.task_loss = loss;
   for (auto* cb : callbacks) loss = cb->on_loss(ctx, loss);
-  const double loss_value = loss.item<double>();
-  if (!std::isfinite(loss_value)) return loss_value;
+  double loss_value = loss.item<double>();
+  auto* group = distributed::active_group();
+  // With several processes every rank runs backward and the all-reduce even on a non-finite
+  // loss, so that all of them see the same global loss and stop together.
+  if (!group && !std::isfinite(loss_value)) return loss_value;
   loss.backward();
+  if (group) {
+    // Averaged before the callbacks, so masks and regularizers see the global batch's gradient.
+    std::vector<torch::Tensor> params;
+    for (const auto& g : optimizer.param_groups())
+      for (const auto& p : g.params()) params.push_back(p);
+    const int64_t count = ctx.batch->targets.size(0);
+    auto r = group->average_gradients(params, count > 0 ? loss_value : 0.0, count, stop_requested());
+    loss_value = r.loss;
+    g_step_stop = r.stop;
+    if (!std::isfinite(loss_value)) return loss_value;
+  }
   for (auto* cb : callbacks) cb->on_before_optimizer_step(ctx);
   // Pruned weights get no gradient (so no momentum) and are reset after the step (weight decay).
   pruning::mask_gradients(*ctx.model);
@@ -173,6 +196,11 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
   const std::string last_path = dir + "/last.pt", best_path = dir + "/best.pt";
   if (options.resume && !fs::exists(last_path))
     throw UserError("cannot resume: '" + last_path + "' does not exist");
+
+  // With several processes (distributed::init_from_env) only rank 0 writes the run directory.
+  auto* group = distributed::active_group();
+  const bool writer = !group || group->rank() == 0;
+  g_step_stop = false;
 
   // Everything that can fail on a wrong input runs before the run directory is touched.
   TrainResult result;
@@ -203,6 +231,12 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
   const bool at_stage_start = stage && state.step == stage->begin_step && state.step > 0;
   if (options.resume && !at_stage_start) load_checkpoint_model(last_path, e, built.optimizer.get(), &state);
   json history = json::parse(state.history_json);
+  // The epoch's running sums are summed over ranks at its end: a resumed rank 0 brings those
+  // saved mid-epoch (already global), the others start from zero.
+  if (group && !writer) {
+    state.epoch_loss_sum = 0;
+    state.epoch_correct = state.epoch_seen = 0;
+  }
   const int64_t n = e.train_data->size();
   const int64_t total_epochs = (total_steps + spe - 1) / spe;
   ctx.steps_per_epoch = spe;
@@ -221,8 +255,8 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
     return b;
   };
 
-  fs::create_directories(dir);
-  RunLog log(dir + "/log.txt", options.quiet);
+  if (writer) fs::create_directories(dir);
+  RunLog log(writer ? dir + "/log.txt" : std::string(), options.quiet || !writer);
   ctx.log = [&log](const std::string& line) { log(line); };
   // Divergence stops the run without touching last.pt, which still holds the last good state.
   auto diverged = [&](const std::string& what) {
@@ -238,17 +272,20 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
     if (fs::exists(dir + "/recipe.yaml") && read_text(dir + "/recipe.yaml") != resolved)
       log("the recipe differs from the run's recipe.yaml (overrides on resume?); recipe.yaml now holds the new one");
   }
-  write_file_atomic(dir + "/recipe.yaml", resolved);
+  if (writer) write_file_atomic(dir + "/recipe.yaml", resolved);
   // The class list travels with the run: label i of the model is line i.
-  if (auto classes = e.test_data->dataset()->class_names(); !classes.empty()) {
+  if (auto classes = e.test_data->dataset()->class_names(); writer && !classes.empty()) {
     std::string text;
     for (const auto& c : classes) text += c + "\n";
     write_file_atomic(dir + "/classes.txt", text);
   }
 
   if (!options.resume) {
-    log(fmt::format("run {} in {} (torch {}, {} threads, device {})", e.recipe.name, dir, compat::torch_version(),
-                    result.threads, e.recipe.device));
+    log(fmt::format("run {} in {} (torch {}, {} threads, device {}{})", e.recipe.name, dir, compat::torch_version(),
+                    result.threads, e.recipe.device,
+                    group ? fmt::format(", {} processes on Gloo, global batch {} split across them",
+                                        group->world_size(), train_cfg.batch_size)
+                          : std::string()));
     log(fmt::format("{} training / {}{} test examples, {} steps per epoch, {} steps", n,
                     e.val_data ? std::to_string(e.val_data->size()) + " validation / " : std::string(),
                     e.test_data->size(), spe, total_steps));
@@ -262,12 +299,21 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
       log(fmt::format("stage '{}': {} epochs, steps {} to {}", st.name, st.epochs, st.begin_step, st.end_step));
   }
 
-  DataLoader loader(e.train_data, train_loader_options(e));
+  auto loader_options = train_loader_options(e);
+  if (group) loader_options.rank = group->rank(), loader_options.world_size = group->world_size();
+  DataLoader loader(e.train_data, loader_options);
   const auto& eval_data = e.val_data ? e.val_data : e.test_data;
   const char* eval_split = e.val_data ? "val" : "test";
   bool bar = train_cfg.progress == "bar" || (train_cfg.progress == "auto" && isatty(STDERR_FILENO));
   detail::ProgressBar progress(bar && !options.quiet);
   auto callbacks = e.all_callbacks();
+  if (group) {
+    // Methods have prepared the model and a resume has loaded it: from here every rank starts
+    // from rank 0's parameters, buffers (masks, quantizer ranges) and method-owned tensors.
+    std::vector<torch::Tensor> owned;
+    for (auto& [name, t] : method_trainable_tensors(e)) owned.push_back(t);
+    group->broadcast_module(*e.model, owned);
+  }
   for (auto* cb : callbacks) cb->on_train_begin(ctx);
 
   auto loss_options = torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(train_cfg.label_smoothing);
@@ -294,6 +340,8 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
     auto segment_start = Clock::now();
     const double seconds_before = state.epoch_seconds;
     loader.start_epoch(epoch, state.step_in_epoch);
+    const double allreduce_before = group ? group->allreduce_seconds() : 0;
+    const int64_t allreduce_steps_before = group ? group->allreduce_steps() : 0;
 
     while (state.step_in_epoch < steps_this_epoch) {
       auto next = loader.next();
@@ -339,11 +387,21 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
       progress.update(state.step_in_epoch, state.epoch_loss_sum / state.epoch_seen,
                       100.0 * state.epoch_correct / state.epoch_seen, state.epoch_seen / std::max(elapsed, 1e-9));
 
-      if (stop_requested() && state.step < total_steps) {
+      if ((group ? g_step_stop : stop_requested()) && state.step < total_steps) {
         progress.finish();
         state.epoch_seconds = elapsed;
         state.history_json = history.dump();
-        save_checkpoint(last_path, e, &optimizer, state);
+        if (group) {
+          // The checkpoint holds the global running sums and buffers (see the resume above).
+          auto sums = group->all_reduce_sum(
+              {state.epoch_loss_sum, double(state.epoch_correct), double(state.epoch_seen)});
+          state.epoch_loss_sum = sums[0];
+          state.epoch_correct = std::llround(sums[1]);
+          state.epoch_seen = std::llround(sums[2]);
+          group->average_buffers(*e.model);
+          quant::recompute_quantizer_grids(*e.model);
+        }
+        if (writer) save_checkpoint(last_path, e, &optimizer, state);
         // The run's recipe.yaml is the resolved recipe, overrides included.
         const std::string recipe = dir + "/recipe.yaml";
         log(fmt::format("interrupted at epoch {} step {}; checkpoint written to {}. Resume with: shrink train {} "
@@ -361,6 +419,20 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
 
     // End of epoch: callbacks' metrics, evaluation, history, checkpoints.
     ctx.step = state.step;
+    double allreduce_ms = -1;
+    if (group) {
+      // Every rank logs the global batch's figures and evaluates the same model: running
+      // statistics (BatchNorm, quantizer ranges) gathered on each rank's shard are averaged.
+      auto sums =
+          group->all_reduce_sum({state.epoch_loss_sum, double(state.epoch_correct), double(state.epoch_seen)});
+      state.epoch_loss_sum = sums[0];
+      state.epoch_correct = std::llround(sums[1]);
+      state.epoch_seen = std::llround(sums[2]);
+      group->average_buffers(*e.model);
+      quant::recompute_quantizer_grids(*e.model);
+      const int64_t steps = group->allreduce_steps() - allreduce_steps_before;
+      if (steps > 0) allreduce_ms = 1000.0 * (group->allreduce_seconds() - allreduce_before) / steps;
+    }
     for (auto* cb : callbacks) cb->on_epoch_end(ctx);
     state.epoch = epoch + 1;
     state.step_in_epoch = 0;
@@ -390,24 +462,34 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
     row["sparsity"] = weight_sparsity(e.model);
     row["images_per_sec"] = state.epoch_seen / std::max(state.epoch_seconds, 1e-9);
     row["seconds"] = state.epoch_seconds;
+    if (group) row["allreduce_ms_per_step"] = allreduce_ms;
     for (const auto& [key, value] : ctx.metrics) row[key] = value;
     history.push_back(row);
     state.history_json = history.dump();
-    if (state.best_epoch == state.epoch) save_checkpoint(best_path, e, built.optimizer.get(), state);
-    save_checkpoint(last_path, e, built.optimizer.get(), state);
-    write_metrics_files(dir, history);
+    if (writer) {
+      if (state.best_epoch == state.epoch) save_checkpoint(best_path, e, built.optimizer.get(), state);
+      save_checkpoint(last_path, e, built.optimizer.get(), state);
+      write_metrics_files(dir, history);
+    }
     std::string eval_text = row["eval_top1"].is_null()
                                 ? std::string()
                                 : fmt::format(" | {} loss {:.4f} top1 {:.2f}% top5 {:.2f}%", eval_split,
                                               row["eval_loss"].get<double>(),
                                               row["eval_top1"].get<double>(), row["eval_top5"].get<double>());
     log(fmt::format("epoch {}/{} step {} lr {:.4g} | train loss {:.4f} acc {:.2f}%{} | sparsity {:.3f} | {:.0f} img/s "
-                    "{:.1f} s",
+                    "{:.1f} s{}",
                     state.epoch, total_epochs, state.step, ctx.lr, row["train_loss"].get<double>(),
                     row["train_acc"].get<double>(), eval_text, row["sparsity"].get<double>(),
-                    row["images_per_sec"].get<double>(), state.epoch_seconds));
+                    row["images_per_sec"].get<double>(), state.epoch_seconds,
+                    allreduce_ms >= 0 ? fmt::format(" | all-reduce {:.2f} ms/step", allreduce_ms) : std::string()));
   }
   for (auto* cb : callbacks) cb->on_train_end(ctx);
+  if (group) {
+    // The check that data-parallel training kept one model: 0 unless something diverged.
+    const double diff = group->max_difference_from_rank0(*e.model);
+    log(fmt::format("ranks agree: max weight difference {:g} over {} processes (parameters and buffers)", diff,
+                    group->world_size()));
+  }
 
   result.steps = state.step;
   result.epochs_completed = state.epoch;
@@ -452,7 +534,8 @@ TrainResult train(Experiment& e, const TrainOptions& options) {
   summary["device"] = e.recipe.device;
   summary["torch_version"] = compat::torch_version();
   summary["sparsity"] = weight_sparsity(e.model);
-  write_file_atomic(dir + "/summary.json", summary.dump(2) + "\n");
+  if (group) summary["processes"] = group->world_size();
+  if (writer) write_file_atomic(dir + "/summary.json", summary.dump(2) + "\n");
   return result;
 }
 

@@ -164,6 +164,11 @@ TORCH_MODULE(DorefaQuantizer);
 nn::QuantizerFactoryPtr make_quantizer_factory(const QuantizerOptions& options, QuantizerRole role,
                                                int64_t channels = 1);
 
+/// Recomputes scale and zero point of every calibrated uniform quantizer in `model` from its
+/// min_val / max_val buffers (after something else, e.g. the average of buffers over
+/// data-parallel ranks, changed them; a zero point cannot be averaged).
+void recompute_quantizer_grids(torch::nn::Module& model);
+
 /// The Shrink quantizer a layer holds in `slot` (null when none or not a Shrink quantizer).
 Quantizer* as_quantizer(nn::TensorQuantizer* slot);
 
