@@ -93,9 +93,16 @@ torch::Tensor Conv2dImpl::forward(const torch::Tensor& input) {
   return output;
 }
 
-torch::Tensor fold_scale(const torch::nn::BatchNorm2d& bn) {
+namespace {
+/// gamma / sqrt(running_var + eps), 0 where gamma is 0.
+torch::Tensor bn_gain(const torch::nn::BatchNorm2d& bn) {
   auto scale = torch::rsqrt(bn->running_var + bn->options.eps());
-  if (bn->options.affine()) scale = bn->weight * scale;
+  return bn->options.affine() ? bn->weight * scale : scale;
+}
+}  // namespace
+
+torch::Tensor fold_scale(const torch::nn::BatchNorm2d& bn) {
+  const auto scale = bn_gain(bn);
   // A zero gamma makes the BatchNorm's output constant: any nonzero scale gives the same result.
   return torch::where(scale == 0, torch::ones_like(scale), scale);
 }
@@ -123,9 +130,7 @@ void Conv2dImpl::fold_batch_norm(torch::nn::BatchNorm2d bn) {
 torch::Tensor Conv2dImpl::folded_weight() const {
   if (!folded_bn_) return weight;
   // The true factor here (0 where gamma is 0): those output channels are the BN's beta alone.
-  auto scale = torch::rsqrt(folded_bn_->running_var + folded_bn_->options.eps());
-  if (folded_bn_->options.affine()) scale = folded_bn_->weight * scale;
-  return weight * scale.view({-1, 1, 1, 1});
+  return weight * bn_gain(folded_bn_).view({-1, 1, 1, 1});
 }
 
 double Conv2dImpl::bits_per_weight() const {

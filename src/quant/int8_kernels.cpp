@@ -48,10 +48,17 @@ c10::IValue prepack_linear(const at::Tensor& qweight, const at::Tensor& bias) {
   return stack.at(0);
 }
 
-at::Tensor run_linear(const at::Tensor& qx, const c10::IValue& packed, double scale, int64_t zero_point) {
+/// quantized::linear and quantized::conv2d.new take the same arguments: input, packed weight,
+/// output scale and zero point.
+at::Tensor run_packed(const char* name, const char* overload, const at::Tensor& qx, const c10::IValue& packed,
+                      double scale, int64_t zero_point) {
   std::vector<c10::IValue> stack{qx, packed, scale, zero_point};
-  op("quantized::linear", "").callBoxed(&stack);
+  op(name, overload).callBoxed(&stack);
   return stack.at(0).toTensor();
+}
+
+at::Tensor run_linear(const at::Tensor& qx, const c10::IValue& packed, double scale, int64_t zero_point) {
+  return run_packed("quantized::linear", "", qx, packed, scale, zero_point);
 }
 
 c10::IValue prepack_conv(const at::Tensor& qweight, const at::Tensor& bias, at::IntArrayRef stride,
@@ -67,9 +74,7 @@ c10::IValue prepack_conv(const at::Tensor& qweight, const at::Tensor& bias, at::
 }
 
 at::Tensor run_conv(const at::Tensor& qx, const c10::IValue& packed, double scale, int64_t zero_point) {
-  std::vector<c10::IValue> stack{qx, packed, scale, zero_point};
-  op("quantized::conv2d", "new").callBoxed(&stack);
-  return stack.at(0).toTensor();
+  return run_packed("quantized::conv2d", "new", qx, packed, scale, zero_point);
 }
 
 /// Whether `engine` computes a worst-case product sum exactly (255 * 127 over 64 inputs): on CPUs

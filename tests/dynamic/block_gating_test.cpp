@@ -26,6 +26,7 @@
 using namespace shrink;
 using shrink::test::model_named;
 using shrink::test::randomize_bn;
+using shrink::test::snapshot;
 using dynamic::BlockGate;
 using dynamic::BlockGateOptions;
 using dynamic::BlockGating;
@@ -52,13 +53,6 @@ std::unique_ptr<BlockGating> prepared(const std::string& yaml, const ModelPtr& m
 
 std::vector<ResidualBlockPtr> blocks_of(const ModelPtr& model) {
   return dynamic_cast<ResidualNetImpl*>(model.get())->residual_blocks();
-}
-
-std::map<std::string, torch::Tensor> snapshot(torch::nn::Module& m) {
-  std::map<std::string, torch::Tensor> out;
-  for (const auto& p : m.named_parameters()) out[p.key()] = p.value().detach().clone();
-  for (const auto& b : m.named_buffers()) out[b.key()] = b.value().detach().clone();
-  return out;
 }
 
 bool same(const std::map<std::string, torch::Tensor>& a, const std::map<std::string, torch::Tensor>& b) {

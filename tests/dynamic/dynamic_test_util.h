@@ -3,9 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
+#include "shrink/compression/method.h"
 #include "shrink/config/recipe_file.h"
 #include "shrink/core/error.h"
 #include "shrink/models/model.h"
@@ -32,6 +34,27 @@ inline std::string any_error_of(const std::function<void()>& f) {
     return e.what();
   }
   return "";
+}
+
+/// The recipe entry "method: <method>\n<yaml>" as compression[0] of recipe.yaml, built, bound to
+/// `model` and prepared (as the experiment does), as an M (null if it is not one).
+template <class M>
+std::unique_ptr<M> prepared_method(const std::string& method, const std::string& yaml, const ModelPtr& model) {
+  auto m = build_method(
+      ConfigNode(read_yaml_string("method: " + method + "\n" + yaml, "recipe.yaml"), "compression[0]"));
+  m->bind(model);
+  TrainContext ctx;
+  ctx.model = model;
+  m->prepare_model(ctx);
+  return std::unique_ptr<M>(dynamic_cast<M*>(m.release()));
+}
+
+/// Buffers and parameters of a module, cloned.
+inline std::map<std::string, torch::Tensor> snapshot(torch::nn::Module& m) {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& p : m.named_parameters()) out[p.key()] = p.value().detach().clone();
+  for (const auto& b : m.named_buffers()) out[b.key()] = b.value().detach().clone();
+  return out;
 }
 
 /// Non-trivial running statistics and affine parameters, so that eval-mode BN matters.

@@ -24,36 +24,21 @@
 using namespace shrink;
 using shrink::test::model_named;
 using shrink::test::randomize_bn;
+using shrink::test::snapshot;
 using dynamic::StochasticDepth;
 
 namespace {
 
-ConfigNode entry(const std::string& yaml) {
-  return ConfigNode(read_yaml_string("method: stochastic_depth\n" + yaml, "recipe.yaml"), "compression[0]");
-}
-
 std::unique_ptr<StochasticDepth> prepared(const std::string& yaml, const ModelPtr& model) {
-  auto m = build_method(entry(yaml));
-  m->bind(model);
-  TrainContext ctx;
-  ctx.model = model;
-  m->prepare_model(ctx);
-  auto* typed = dynamic_cast<StochasticDepth*>(m.release());
+  auto typed = test::prepared_method<StochasticDepth>("stochastic_depth", yaml, model);
   EXPECT_TRUE(typed);
-  return std::unique_ptr<StochasticDepth>(typed);
+  return typed;
 }
 
 std::vector<ResidualBlockPtr> blocks_of(const ModelPtr& model) {
   return dynamic_cast<ResidualNetImpl*>(model.get())->residual_blocks();
 }
 
-/// Buffers and parameters of a module, cloned.
-std::map<std::string, torch::Tensor> snapshot(torch::nn::Module& m) {
-  std::map<std::string, torch::Tensor> out;
-  for (const auto& p : m.named_parameters()) out[p.key()] = p.value().detach().clone();
-  for (const auto& b : m.named_buffers()) out[b.key()] = b.value().detach().clone();
-  return out;
-}
 
 /// Whether the entries under `prefix` are equal (NaN equal to NaN: some weights are poisoned).
 bool same(const std::map<std::string, torch::Tensor>& a, const std::map<std::string, torch::Tensor>& b,

@@ -18,6 +18,7 @@
 using namespace shrink;
 using shrink::quant::Quantization;
 using shrink::test::model_named;
+using shrink::test::snapshot;
 
 namespace {
 
@@ -26,19 +27,7 @@ ConfigNode entry(const std::string& yaml) {
 }
 
 std::unique_ptr<Quantization> prepared(const std::string& yaml, const ModelPtr& model) {
-  auto m = build_method(entry(yaml));
-  m->bind(model);
-  TrainContext ctx;
-  ctx.model = model;
-  m->prepare_model(ctx);
-  return std::unique_ptr<Quantization>(dynamic_cast<Quantization*>(m.release()));
-}
-
-std::map<std::string, torch::Tensor> snapshot(torch::nn::Module& m) {
-  std::map<std::string, torch::Tensor> out;
-  for (const auto& p : m.named_parameters()) out[p.key()] = p.value().detach().clone();
-  for (const auto& b : m.named_buffers()) out[b.key()] = b.value().detach().clone();
-  return out;
+  return test::prepared_method<Quantization>("quantization", yaml, model);
 }
 
 std::string tiny_recipe(const std::string& dir, const std::string& quant) {
